@@ -1,0 +1,1 @@
+"""HTTP and WebSocket surface: controllers, schemas, auth and the one error mapping."""

@@ -1,0 +1,89 @@
+"""The one mapping from exceptions to JSON problem details (RFC 9457)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from mvm_chat.errors import MvmChatError, ServiceUnavailable
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+def problem_body(status: int, detail: str, title: str | None = None) -> dict[str, Any]:
+    return {
+        "type": "about:blank",
+        "status": status,
+        "title": title or _TITLES.get(status, "Error"),
+        "detail": detail,
+    }
+
+
+def problem(
+    status: int, detail: str, title: str | None = None, headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
+    return Response(
+        problem_body(status, detail, title),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def problem_for(exc: BaseException) -> tuple[int, str, dict[str, str]]:
+    """Status, detail and headers for any exception; never a stack trace."""
+    if isinstance(exc, MvmChatError):
+        headers = (
+            {"Retry-After": str(exc.retry_after)} if isinstance(exc, ServiceUnavailable) else {}
+        )
+        return exc.status_code, exc.detail, headers
+    if isinstance(exc, ValidationException):
+        return _validation(exc)
+    if isinstance(exc, HTTPException):
+        headers = dict(exc.headers or {})
+        return exc.status_code, str(exc.detail), headers
+    return HTTP_500_INTERNAL_SERVER_ERROR, "An unexpected error occurred.", {}
+
+
+def _validation(exc: ValidationException) -> tuple[int, str, dict[str, str]]:
+    """Malformed JSON is 400; a body that parses but has a bad field is 422 naming it."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    for item in extra:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message", ""))
+        if item.get("source") == "body" or "JSON" in message:
+            if "malformed" in message.lower() or "invalid json" in message.lower():
+                return 400, "The body is not valid JSON.", {}
+            key = str(item.get("key", "")).removeprefix("$.").removeprefix("$") or "body"
+            return 422, f"{key}: {message}", {}
+        if item.get("key"):
+            return 422, f"{item['key']}: {message}", {}
+    return 400, str(exc.detail), {}
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    status, detail, headers = problem_for(exc)
+    if status >= 500 and not isinstance(exc, MvmChatError):
+        log.error("request.unhandled", path=request.url.path, exc_info=exc)
+    return problem(status, detail, headers=headers or None)

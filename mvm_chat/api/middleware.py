@@ -1,0 +1,69 @@
+"""Per-request context: an id (``X-Request-Id``), a log line, and request metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import structlog
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from mvm_chat.api.errors import problem_for
+from mvm_chat.metrics import Metrics
+
+log = structlog.get_logger("mvm_chat.request")
+
+
+def _route(scope: Scope) -> str:
+    return str(scope.get("path_template") or "unmatched")
+
+
+class RequestContextMiddleware:
+    """Binds ``request_id`` to logs and the request state; counts and times each request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers: list[Any] = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            status = problem_for(exc)[0]
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route(scope)
+            method = scope.get("method", "")
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.latency.labels(route, method).observe(elapsed)
+            user = scope.get("user")
+            log.info(
+                "request",
+                method=method,
+                path=scope.get("path"),
+                status=status,
+                latency_ms=round(elapsed * 1000, 2),
+                tenant=getattr(user, "tenant", None),
+            )

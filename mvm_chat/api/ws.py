@@ -1,0 +1,90 @@
+"""``WS /v1/conversations/{id}/ws``: JSON frames both ways (DESIGN section 4)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+import structlog
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.params import Parameter
+
+from mvm_chat.api.auth import principal_of
+from mvm_chat.api.turns import error_frame, frames
+from mvm_chat.chat.pipeline import prepare_turn
+from mvm_chat.chat.services import Services
+from mvm_chat.chat.turns import TurnRequest
+from mvm_chat.errors import InvalidInput, NotFound
+from mvm_chat.store.conversations import get_conversation
+
+log = structlog.get_logger(__name__)
+MAX_FRAME_CHARS = 200_000
+
+
+def _turn_request(socket: WebSocket[Any, Any, Any], conversation_id: str, raw: str) -> TurnRequest:
+    """Validate a client frame; raises :class:`InvalidInput` naming the bad field."""
+    if len(raw) > MAX_FRAME_CHARS:
+        raise InvalidInput("frame", f"larger than {MAX_FRAME_CHARS} characters")
+    try:
+        message = json.loads(raw)
+    except json.JSONDecodeError:
+        raise InvalidInput("frame", "not valid JSON") from None
+    if not isinstance(message, dict):
+        raise InvalidInput("frame", "must be a JSON object")
+    kind = message.get("type")
+    if kind != "message":
+        raise InvalidInput("type", f"unknown frame type {kind!r} (expected 'message')")
+    content = message.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidInput("content", "must be a non-empty string")
+    model = message.get("model", "auto")
+    if not isinstance(model, str) or not model:
+        raise InvalidInput("model", "must be a model name or 'auto'")
+    max_tokens = message.get("max_tokens")
+    if max_tokens is not None and (
+        not isinstance(max_tokens, int)
+        or isinstance(max_tokens, bool)
+        or not 1 <= max_tokens <= 8192
+    ):
+        raise InvalidInput("max_tokens", "must be an integer between 1 and 8192")
+    return TurnRequest(
+        principal=principal_of(socket),
+        text=content,
+        request_id=uuid.uuid4().hex,
+        conversation_id=conversation_id,
+        model=model,
+        max_tokens=max_tokens,
+    )
+
+
+@websocket("/v1/conversations/{conversation_id:str}/ws")
+async def conversation_socket(
+    socket: WebSocket[Any, Any, Any],
+    services: Services,
+    conversation_id: Annotated[str, Parameter(max_length=64)],
+) -> None:
+    """Chat over a WebSocket: send ``{"type": "message", "content": ...}``, receive frames."""
+    principal = principal_of(socket)
+    await socket.accept()
+    async with services.db.session() as session:
+        found = await get_conversation(session, principal.tenant_id, conversation_id)
+    if found is None:
+        await socket.send_json(error_frame(NotFound(f"conversation {conversation_id!r} not found")))
+        await socket.close(code=4404, reason="conversation not found")
+        return
+    try:
+        while True:
+            raw = await socket.receive_text()
+            try:
+                request = _turn_request(socket, conversation_id, raw)
+                structlog.contextvars.bind_contextvars(request_id=request.request_id)
+                prepared = await prepare_turn(services, request)
+            except Exception as exc:
+                await socket.send_json(error_frame(exc))
+                continue
+            async for item in frames(services, prepared):
+                await socket.send_json(item)
+    except WebSocketDisconnect:
+        log.info("ws.closed", conversation_id=conversation_id)

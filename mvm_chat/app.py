@@ -1,0 +1,113 @@
+"""``create_app(settings)``: the one place that wires settings, plugins, storage and routes."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import structlog
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from mvm_chat import __version__
+from mvm_chat.api.admin import AdminController
+from mvm_chat.api.auth import OPEN_PATHS, BearerAuthMiddleware, admin_guard, client_guard
+from mvm_chat.api.chat import ConversationController
+from mvm_chat.api.errors import handle_exception
+from mvm_chat.api.middleware import RequestContextMiddleware
+from mvm_chat.api.openai_compat import chat_completions, list_models
+from mvm_chat.api.system import healthz, metrics, readyz
+from mvm_chat.api.ws import conversation_socket
+from mvm_chat.chat.services import Services
+from mvm_chat.errors import DatabaseNotMigrated
+from mvm_chat.plugins import PluginSet, collect, load_plugins
+from mvm_chat.settings import Settings
+from mvm_chat.store.db import Database, head_revision
+
+log = structlog.get_logger(__name__)
+
+
+def provide_services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+async def check_migrated(db: Database) -> None:
+    """Refuse to serve on a database that is not at the newest migration."""
+    current, head = await db.current_revision(), head_revision()
+    if current != head:
+        raise DatabaseNotMigrated(
+            f"the database is not migrated (at {current or 'nothing'}, needs {head}): "
+            "run `mvm-chat db upgrade`"
+        )
+
+
+async def _fire(services: Services, hook_name: str, app: Litestar) -> None:
+    for impl in getattr(services.plugins.pm.hook, hook_name).get_hookimpls():
+        try:
+            outcome = impl.function(app=app)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception as exc:
+            services.metrics.plugin_errors.labels(impl.plugin_name).inc()
+            log.error("plugin.error", plugin=impl.plugin_name, hook=hook_name, error=str(exc))
+
+
+def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar:
+    """A Litestar app serving ``settings``; engines load and the schema is checked at start."""
+    plugins = plugins or load_plugins()
+    services = Services.build(settings, plugins)
+
+    async def on_startup(app: Litestar) -> None:
+        await check_migrated(services.db)
+        await services.start()
+        await _fire(services, "startup", app)
+        log.info("app.started", models=[m.name for m in settings.models])
+
+    async def on_shutdown(app: Litestar) -> None:
+        await _fire(services, "shutdown", app)
+        await services.close()
+
+    v1 = Router(
+        path="/",
+        route_handlers=[chat_completions, list_models, ConversationController, conversation_socket],
+        guards=[client_guard],
+        security=[{"bearer": []}],
+    )
+    admin = Router(
+        path="/", route_handlers=[AdminController], guards=[admin_guard], security=[{"bearer": []}]
+    )
+    extra: list[Any] = collect(plugins.pm.hook.register_routes)
+    return Litestar(
+        route_handlers=[v1, admin, healthz, readyz, metrics, *extra],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        middleware=[
+            DefineMiddleware(RequestContextMiddleware, metrics=services.metrics),
+            DefineMiddleware(BearerAuthMiddleware, exclude=[f"^{p}" for p in OPEN_PATHS]),
+        ],
+        exception_handlers={Exception: handle_exception},
+        openapi_config=OpenAPIConfig(
+            title="mvm_chat",
+            version=__version__,
+            path="/schema",
+            render_plugins=[
+                JsonRenderPlugin(path=["/", "/openapi.json"]),
+                SwaggerRenderPlugin(path="/swagger"),
+            ],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", description="API key")
+                }
+            ),
+        ),
+        request_max_body_size=settings.server.max_body_bytes,
+        state=State({"services": services}),
+        on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
+        debug=False,
+    )

@@ -1,0 +1,96 @@
+"""Key-value backends with a short timeout; a failing Redis reads as a miss (fail open)."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+log = structlog.get_logger(__name__)
+
+
+class CacheBackend(Protocol):
+    name: str
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the backend cannot be reached."""
+
+    async def close(self) -> None: ...
+
+
+class MemoryCache:
+    """A bounded in-process LRU with expiry, for the embedded default."""
+
+    name = "memory"
+
+    def __init__(self, max_items: int = 10_000) -> None:
+        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._max_items = max_items
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if expires < time.monotonic():
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        self._items[key] = (time.monotonic() + ttl_s, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self._max_items:
+            self._items.popitem(last=False)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._items.clear()
+
+
+class RedisCache:
+    """Redis with a key prefix and short socket timeouts."""
+
+    name = "redis"
+
+    def __init__(self, url: str, prefix: str = "mvm:", timeout_s: float = 0.25) -> None:
+        self.prefix = prefix
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value = await self._redis.get(self.prefix + key)
+        except (RedisError, OSError) as exc:
+            log.warning("cache.unavailable", op="get", error=type(exc).__name__)
+            return None
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        try:
+            await self._redis.set(self.prefix + key, value, ex=ttl_s)
+        except (RedisError, OSError) as exc:
+            log.warning("cache.unavailable", op="set", error=type(exc).__name__)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def create_cache(url: str, prefix: str = "mvm:", timeout_s: float = 0.25) -> CacheBackend:
+    """Redis when ``url`` is set, otherwise the in-process cache."""
+    return RedisCache(url, prefix, timeout_s) if url else MemoryCache()

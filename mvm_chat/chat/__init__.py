@@ -1,0 +1,1 @@
+"""The per-turn work: routing, generation, persistence. Knows nothing of HTTP."""

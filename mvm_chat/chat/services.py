@@ -1,0 +1,69 @@
+"""Everything a turn needs, built once per app instance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pluggy
+import structlog
+
+from mvm_chat.cache import CacheBackend, create_cache
+from mvm_chat.engines.base import Engine
+from mvm_chat.errors import ConfigError
+from mvm_chat.metrics import Metrics
+from mvm_chat.plugins import PluginSet, engine_factories
+from mvm_chat.settings import Settings
+from mvm_chat.store.db import Database
+
+log = structlog.get_logger(__name__)
+
+
+def build_engines(settings: Settings, pm: pluggy.PluginManager) -> dict[str, Engine]:
+    """One engine per catalog entry, from the registered factories."""
+    factories = engine_factories(pm)
+    engines: dict[str, Engine] = {}
+    for i, model in enumerate(settings.models):
+        factory = factories.get(model.engine)
+        if factory is None:
+            known = ", ".join(sorted(factories)) or "none"
+            raise ConfigError(
+                f"models[{i}].engine", f"unknown engine {model.engine!r} (known: {known})"
+            )
+        engines[model.name] = factory(model)
+    return engines
+
+
+@dataclass(slots=True)
+class Services:
+    """Settings, storage, cache, engines, plugins and metrics of one app instance."""
+
+    settings: Settings
+    db: Database
+    cache: CacheBackend
+    engines: dict[str, Engine]
+    plugins: PluginSet
+    metrics: Metrics = field(default_factory=Metrics)
+
+    @classmethod
+    def build(cls, settings: Settings, plugins: PluginSet) -> Services:
+        engines = build_engines(settings, plugins.pm)
+        return cls(
+            settings=settings,
+            db=Database(settings.database.url),
+            cache=create_cache(
+                settings.redis.url, settings.redis.key_prefix, settings.redis.timeout_s
+            ),
+            engines=engines,
+            plugins=plugins,
+        )
+
+    async def start(self) -> None:
+        for name, engine in self.engines.items():
+            log.info("engine.starting", model=name, engine=engine.kind)
+            await engine.start()
+
+    async def close(self) -> None:
+        for engine in self.engines.values():
+            await engine.close()
+        await self.cache.close()
+        await self.db.dispose()

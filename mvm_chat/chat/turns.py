@@ -1,0 +1,97 @@
+"""The values a turn is made of: its request, the prepared turn, its events and result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from mvm_chat.chat.router import Route
+from mvm_chat.engines.base import ChatMessage, TokenDelta, Usage
+from mvm_chat.ledger.pricing import show
+from mvm_chat.store.keys import Principal
+from mvm_chat.types import Turn
+
+
+@dataclass(slots=True)
+class TurnRequest:
+    """A user message to answer, as the API layer hands it over."""
+
+    principal: Principal
+    text: str
+    request_id: str
+    conversation_id: str | None = None
+    model: str = "auto"
+    prompt: list[ChatMessage] | None = None
+    """OpenAI-compatible requests: the request's own messages are the prompt."""
+    max_tokens: int | None = None
+    temperature: float | None = None
+    use_cache: bool = True
+
+
+@dataclass(slots=True)
+class PreparedTurn:
+    """A turn whose conversation, prompt and route are known; nothing stored yet."""
+
+    request: TurnRequest
+    conversation_id: str
+    is_new_conversation: bool
+    route: Route
+    prompt: list[ChatMessage]
+    turn: Turn
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """First event of a turn: where it will be answered."""
+
+    conversation_id: str
+    model: str
+    tier: str
+    reason: str
+
+
+@dataclass(slots=True)
+class TurnResult:
+    """Last event of a turn: the stored answer and what it cost."""
+
+    conversation_id: str
+    message_id: str
+    model: str
+    tier: str
+    text: str
+    usage: Usage
+    cache: str
+    cost_usd: Decimal
+    baseline_cost_usd: Decimal
+    finish_reason: str = "stop"
+    intent: dict[str, Any] | None = None
+    escalations: list[dict[str, str]] = field(default_factory=list)
+    handoff_id: str | None = None
+
+    @property
+    def savings_usd(self) -> Decimal:
+        return self.baseline_cost_usd - self.cost_usd
+
+    def mvm(self) -> dict[str, Any]:
+        """The ``mvm`` object every reply carries (DESIGN section 4)."""
+        return {
+            "conversation_id": self.conversation_id,
+            "message_id": self.message_id,
+            "model": self.model,
+            "tier": self.tier,
+            "intent": self.intent,
+            "escalations": self.escalations,
+            "handoff_id": self.handoff_id,
+            "cache": self.cache,
+            "usage": {
+                "prompt_tokens": self.usage.prompt_tokens,
+                "completion_tokens": self.usage.completion_tokens,
+            },
+            "cost_usd": show(self.cost_usd),
+            "baseline_cost_usd": show(self.baseline_cost_usd),
+            "savings_usd": show(self.savings_usd),
+        }
+
+
+TurnEvent = Routed | TokenDelta | TurnResult

@@ -1,0 +1,1 @@
+"""Model engines: in-process llama.cpp, any OpenAI-compatible server, SGLang."""

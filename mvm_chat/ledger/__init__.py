@@ -1,0 +1,1 @@
+"""The cost ledger: pricing, ledger rows, budgets and reports."""

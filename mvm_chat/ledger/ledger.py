@@ -1,0 +1,76 @@
+"""Building ledger rows: one per model call, priced against the baseline model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from mvm_chat.engines.base import Usage
+from mvm_chat.ledger.pricing import call_cost, token_cost
+from mvm_chat.settings import ModelSettings, Settings
+from mvm_chat.store.models import LedgerEntry
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """What one model call did, before it is priced and stored."""
+
+    request_id: str
+    attempt: int
+    tenant_id: str
+    api_key_id: str | None
+    conversation_id: str
+    model: ModelSettings
+    usage: Usage
+    latency_s: float
+    ttft_s: float | None
+    cache: str = "miss"
+    status: str = "ok"
+    intent: str | None = None
+    escalation_reason: str | None = None
+
+
+def baseline_cost(settings: Settings, usage: Usage) -> Decimal:
+    """What the configured baseline model would have charged for the same tokens."""
+    baseline = settings.model(settings.routing.baseline_model)
+    if baseline is None:
+        return Decimal(0)
+    return token_cost(baseline, usage.prompt_tokens, usage.completion_tokens)
+
+
+def price(settings: Settings, call: CallRecord) -> tuple[Decimal, Decimal]:
+    """``(cost_usd, baseline_cost_usd)`` of a call; a cache hit costs nothing."""
+    cost = (
+        Decimal(0)
+        if call.cache == "hit"
+        else call_cost(
+            call.model, call.usage.prompt_tokens, call.usage.completion_tokens, call.latency_s
+        )
+    )
+    return cost, baseline_cost(settings, call.usage)
+
+
+def ledger_entry(settings: Settings, call: CallRecord, message_id: str | None) -> LedgerEntry:
+    """The ledger row of a call."""
+    cost, baseline = price(settings, call)
+    return LedgerEntry(
+        request_id=call.request_id,
+        attempt=call.attempt,
+        tenant_id=call.tenant_id,
+        api_key_id=call.api_key_id,
+        conversation_id=call.conversation_id,
+        message_id=message_id,
+        model=call.model.name,
+        engine=call.model.engine,
+        tier=call.model.tier,
+        intent=call.intent,
+        prompt_tokens=call.usage.prompt_tokens,
+        completion_tokens=call.usage.completion_tokens,
+        latency_ms=round(call.latency_s * 1000),
+        ttft_ms=None if call.ttft_s is None else round(call.ttft_s * 1000),
+        cache=call.cache,
+        status=call.status,
+        cost_usd=cost,
+        baseline_cost_usd=baseline,
+        escalation_reason=call.escalation_reason,
+    )

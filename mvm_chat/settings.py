@@ -1,0 +1,235 @@
+"""Typed settings: one TOML file, then environment overrides (DESIGN section 8)."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from mvm_chat.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "mvm_chat.toml"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/mvm_chat.db"
+ENV_OVERRIDES = {
+    "MVM_CHAT_DATABASE_URL": ("database", "url"),
+    "MVM_CHAT_REDIS_URL": ("redis", "url"),
+    "MVM_CHAT_HOST": ("server", "host"),
+    "MVM_CHAT_PORT": ("server", "port"),
+}
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1024 * 1024
+    log_level: str = "info"
+
+
+class DatabaseSettings(_Section):
+    url: str = DEFAULT_DATABASE_URL
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class RedisSettings(_Section):
+    url: str = ""
+    key_prefix: str = "mvm:"
+    timeout_s: float = 0.25
+
+
+class TierSettings(_Section):
+    name: str
+
+
+class ModelSettings(_Section):
+    """One entry of the model catalog."""
+
+    name: str
+    tier: str
+    engine: str
+    path: str = ""
+    base_url: str = ""
+    api_key_env: str = ""
+    upstream_model: str = ""
+    price_input_per_mtok: Decimal = Decimal(0)
+    price_output_per_mtok: Decimal = Decimal(0)
+    gpu_hour_usd: Decimal = Decimal(0)
+    cpu_hour_usd: Decimal = Decimal(0)
+    gpus: int = 1
+    max_queue: int = 8
+    slo_ms: int = 4000
+    timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    context_length: int = 2048
+    threads: int = 0
+    max_tokens: int = 256
+    temperature: float = 0.2
+
+
+class RoutingSettings(_Section):
+    default_tier: str = "local"
+    baseline_model: str = ""
+    max_escalations: int = 2
+    calm_turns_to_step_down: int = 3
+    intent_floors: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class ChatSettings(_Section):
+    system_prompt: str = "You are a helpful, concise customer-service assistant."
+    history_messages: int = 20
+    cache_ttl_s: int = 3600
+
+
+class HandoffSettings(_Section):
+    holding_message: str = "I have passed this to a person on our team; they will reply here."
+
+
+def _default_tiers() -> list[TierSettings]:
+    return [TierSettings(name="local")]
+
+
+def _default_models() -> list[ModelSettings]:
+    return [
+        ModelSettings(
+            name="smollm2-135m", tier="local", engine="llamacpp", path="builtin:smollm2-135m"
+        )
+    ]
+
+
+class Settings(_Section):
+    """The whole configuration; ``Settings()`` is the embedded default."""
+
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    tiers: list[TierSettings] = msgspec.field(default_factory=_default_tiers)
+    models: list[ModelSettings] = msgspec.field(default_factory=_default_models)
+    routing: RoutingSettings = msgspec.field(default_factory=RoutingSettings)
+    chat: ChatSettings = msgspec.field(default_factory=ChatSettings)
+    handoff: HandoffSettings = msgspec.field(default_factory=HandoffSettings)
+    plugins: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+
+    def model(self, name: str) -> ModelSettings | None:
+        """The catalog entry called ``name``, if any."""
+        return next((m for m in self.models if m.name == name), None)
+
+    @property
+    def tier_names(self) -> list[str]:
+        return [t.name for t in self.tiers]
+
+
+_PATH_RE = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_UNKNOWN_RE = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+_MISSING_RE = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+
+
+def _dotted(path: str) -> str:
+    return path.lstrip(".")
+
+
+def _config_error(exc: msgspec.ValidationError) -> ConfigError:
+    match = _PATH_RE.match(str(exc))
+    msg, path = (match["msg"], match["path"] or "") if match else (str(exc), "")
+    key = _dotted(path)
+    for regex, problem in ((_UNKNOWN_RE, "unknown key"), (_MISSING_RE, "missing required key")):
+        found = regex.search(msg)
+        if found:
+            key = f"{key}.{found['field']}" if key else found["field"]
+            return ConfigError(key, problem)
+    return ConfigError(key or "config", msg[0].lower() + msg[1:] if msg else "invalid")
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to read: ``explicit``, else ``MVM_CHAT_CONFIG``, else ``./mvm_chat.toml``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("MVM_CHAT_CONFIG")
+    if env:
+        return Path(env)
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.is_file() else None
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str] | os._Environ[str]) -> None:
+    for var, (section, key) in ENV_OVERRIDES.items():
+        value = environ.get(var)
+        if value is None or value == "":
+            continue
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(section, "must be a table")
+        if key == "port":
+            if not value.isdigit():
+                raise ConfigError(f"{var} (server.port)", f"expected an integer, got {value!r}")
+            table[key] = int(value)
+        else:
+            table[key] = value
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: dict[str, str] | os._Environ[str] | None = None,
+) -> Settings:
+    """Read and validate settings; raise :class:`ConfigError` naming the bad key."""
+    environ = os.environ if environ is None else environ
+    file = find_config_file(path)
+    raw: dict[str, Any] = {}
+    if file is not None:
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(str(file), "config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(file), f"not valid TOML ({exc})") from None
+    _apply_env(raw, environ)
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _config_error(exc) from None
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Cross-field checks that the types alone cannot express."""
+    tiers = settings.tier_names
+    if not tiers:
+        raise ConfigError("tiers", "at least one tier is required")
+    if "human" in tiers[:-1]:
+        raise ConfigError("tiers", '"human" can only be the last tier')
+    if len(set(tiers)) != len(tiers):
+        raise ConfigError("tiers", "tier names must be unique")
+    if not settings.models:
+        raise ConfigError("models", "at least one model is required")
+    seen: set[str] = set()
+    for i, model in enumerate(settings.models):
+        where = f"models[{i}]"
+        if model.name in seen:
+            raise ConfigError(f"{where}.name", f"duplicate model name {model.name!r}")
+        seen.add(model.name)
+        if model.name == "auto":
+            raise ConfigError(f"{where}.name", '"auto" is reserved for routing')
+        if model.tier not in tiers:
+            raise ConfigError(f"{where}.tier", f"unknown tier {model.tier!r} (tiers: {tiers})")
+        if not 1 <= model.max_tokens <= 32768:
+            raise ConfigError(f"{where}.max_tokens", "must be between 1 and 32768")
+    if settings.routing.default_tier not in tiers:
+        raise ConfigError("routing.default_tier", f"unknown tier {settings.routing.default_tier!r}")
+    baseline = settings.routing.baseline_model
+    if baseline and settings.model(baseline) is None:
+        raise ConfigError("routing.baseline_model", f"unknown model {baseline!r}")
+    if not 0 < settings.server.port < 65536:
+        raise ConfigError("server.port", "must be between 1 and 65535")
+    if settings.server.max_body_bytes < 1024:
+        raise ConfigError("server.max_body_bytes", "must be at least 1024")

@@ -1,0 +1,101 @@
+"""Tenants and API keys; only a SHA-256 hash of each key is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mvm_chat.store.models import ApiKey, Tenant, utcnow
+
+ROLES = ("client", "agent", "admin")
+KEY_PREFIX = "mvm_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the tenant and role behind a valid key."""
+
+    tenant_id: str
+    tenant: str
+    key_id: str
+    role: str
+
+
+def generate_key() -> str:
+    """A new random key: 32 bytes of entropy, URL-safe."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+async def get_or_create_tenant(session: AsyncSession, name: str) -> Tenant:
+    tenant = await session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        tenant = Tenant(name=name)
+        session.add(tenant)
+        await session.flush()
+    return tenant
+
+
+async def create_key(
+    session: AsyncSession, tenant_name: str, role: str, name: str = ""
+) -> tuple[ApiKey, str]:
+    """Create a key (and its tenant if needed); returns the row and the plaintext key."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    tenant = await get_or_create_tenant(session, tenant_name)
+    plaintext = generate_key()
+    row = ApiKey(
+        tenant_id=tenant.id,
+        key_hash=hash_key(plaintext),
+        prefix=plaintext[:10],
+        role=role,
+        name=name,
+    )
+    session.add(row)
+    await session.flush()
+    return row, plaintext
+
+
+async def authenticate(session: AsyncSession, key: str) -> Principal | None:
+    """The principal behind ``key``, or None when it is unknown or revoked."""
+    digest = hash_key(key)
+    row = (
+        await session.execute(
+            select(ApiKey, Tenant.name)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.key_hash == digest)
+        )
+    ).first()
+    if row is None:
+        return None
+    api_key, tenant_name = row
+    if api_key.revoked_at is not None or not hmac.compare_digest(api_key.key_hash, digest):
+        return None
+    return Principal(api_key.tenant_id, tenant_name, api_key.id, api_key.role)
+
+
+async def revoke_key(session: AsyncSession, key_id_or_prefix: str) -> int:
+    """Revoke keys by id or by the printed prefix; returns how many were revoked."""
+    rows = (
+        await session.scalars(
+            select(ApiKey).where(
+                (ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix),
+                ApiKey.revoked_at.is_(None),
+            )
+        )
+    ).all()
+    for row in rows:
+        row.revoked_at = utcnow()
+    return len(rows)
+
+
+async def count_keys(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(ApiKey)) or 0)
