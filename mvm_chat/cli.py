@@ -93,18 +93,16 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
     from mvm_chat.logging import configure_logging
 
     settings = ctx.settings
+    try:
+        app = create_app(settings, ctx.plugins())
+    except ConfigError as exc:
+        fail(f"config error: {exc}")
     configure_logging(settings.server.log_level)
     if settings.database.is_sqlite:
         upgrade(settings.database.url)
+        run(lambda: _first_start_keys(settings))
     else:
         _require_migrated(settings)
-    if settings.database.is_sqlite:
-        run(lambda: _first_start_keys(settings))
-    plugins = ctx.plugins()
-    try:
-        app = create_app(settings, plugins)
-    except ConfigError as exc:
-        fail(f"config error: {exc}")
     bind_host, bind_port = host or settings.server.host, port or settings.server.port
     click.echo(f"mvm_chat serving on http://{bind_host}:{bind_port}", err=True)
     uvicorn.run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
@@ -43,6 +44,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             principal = await authenticate(session, key)
         if principal is None:
             raise Unauthorized("invalid key")
+        structlog.contextvars.bind_contextvars(tenant=principal.tenant)
         return AuthenticationResult(user=principal, auth=None)
 
 

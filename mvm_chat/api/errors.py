@@ -31,11 +31,14 @@ _TITLES = {
 
 
 def problem_body(status: int, detail: str, title: str | None = None) -> dict[str, Any]:
+    """Problem details, plus an OpenAI-style ``error`` member so that SDKs show the detail."""
+    title = title or _TITLES.get(status, "Error")
     return {
         "type": "about:blank",
         "status": status,
-        "title": title or _TITLES.get(status, "Error"),
+        "title": title,
         "detail": detail,
+        "error": {"message": detail, "type": title.lower().replace(" ", "_"), "code": status},
     }
 
 

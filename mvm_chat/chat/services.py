@@ -29,7 +29,11 @@ def build_engines(settings: Settings, pm: pluggy.PluginManager) -> dict[str, Eng
             raise ConfigError(
                 f"models[{i}].engine", f"unknown engine {model.engine!r} (known: {known})"
             )
-        engines[model.name] = factory(model)
+        try:
+            engines[model.name] = factory(model)
+        except ConfigError as exc:
+            field = exc.key.rsplit(".", 1)[-1]
+            raise ConfigError(f"models[{i}].{field}", exc.problem) from None
     return engines
 
 

@@ -74,12 +74,12 @@ class LlamaCppEngine:
 
     def __init__(self, config: ModelSettings) -> None:
         self.config = config
+        self._path = resolve_model_path(config.path)
         self._llama: Any = None
         self._formatter: Any = None
         self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._depth = 0
-        self._path: Path | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -88,7 +88,6 @@ class LlamaCppEngine:
     async def start(self) -> None:
         if self._llama is not None:
             return
-        self._path = resolve_model_path(self.config.path)
         self._llama, self._formatter = await asyncio.to_thread(self._load, self._path)
         self._worker = asyncio.create_task(self._work(), name=f"llamacpp:{self.config.name}")
 
@@ -104,7 +103,7 @@ class LlamaCppEngine:
         )
         template = llama.metadata.get("tokenizer.chat_template")
         if not template:
-            raise ConfigError(f"models.{self.config.name}.path", "the GGUF has no chat template")
+            raise ConfigError("models.path", f"{path} has no chat template")
         eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "replace")
         bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "replace")
         formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
@@ -238,7 +237,7 @@ class LlamaCppEngine:
         return EngineHealth(True)
 
     async def model_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"engine": self.kind, "path": str(self._path or self.config.path)}
+        info: dict[str, Any] = {"engine": self.kind, "path": str(self._path)}
         if self._llama is not None:
             meta = self._llama.metadata
             info["architecture"] = meta.get("general.architecture")

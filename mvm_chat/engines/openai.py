@@ -28,7 +28,7 @@ class OpenAIEngine:
 
     def __init__(self, config: ModelSettings) -> None:
         if not config.base_url:
-            raise ConfigError(f"models.{config.name}.base_url", "required for engine 'openai'")
+            raise ConfigError("models.base_url", "required for engine 'openai'")
         self.config = config
         self._inflight = 0
         self._client: httpx.AsyncClient | None = None
