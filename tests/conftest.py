@@ -22,8 +22,12 @@ async def _pg_exec(admin_url: str, *statements: str) -> None:
 
     url = make_url(admin_url)
     conn = await asyncpg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-        database=url.database or "postgres", timeout=5,
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database or "postgres",
+        timeout=5,
     )
     try:
         for statement in statements:

@@ -40,8 +40,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout_s: float = 90.0, proc: subprocess.Popen[bytes] | None = None,
-              log: Path | None = None) -> None:
+def wait_http(
+    url: str,
+    timeout_s: float = 90.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -56,8 +60,9 @@ def wait_http(url: str, timeout_s: float = 90.0, proc: subprocess.Popen[bytes] |
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
-def mvm(cwd: Path, *args: str, env: dict[str, str] | None = None,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
+def mvm(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run the ``mvm-chat`` command in ``cwd``."""
     result = subprocess.run(
         [sys.executable, "-m", "mvm_chat", *args],
@@ -109,6 +114,7 @@ class Server:
 
     def key(self, tenant: str, role: str = "client") -> str:
         """A new key from ``mvm-chat keys create``: the last line of its output."""
-        result = mvm(self.workdir, "keys", "create", "--tenant", tenant, "--role", role,
-                     env=self.env)
+        result = mvm(
+            self.workdir, "keys", "create", "--tenant", tenant, "--role", role, env=self.env
+        )
         return result.stdout.strip().splitlines()[-1]

@@ -91,7 +91,8 @@ class OpenAIEngine:
 
     async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         usage: Usage | None = None
-        finish_reason = "stop"
+        finish_reason: str | None = None
+        completed = False
         pieces = 0
         try:
             async with self.client.stream(
@@ -107,6 +108,7 @@ class OpenAIEngine:
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
+                        completed = True
                         break
                     chunk = _parse_chunk(data, self.config.name)
                     if chunk.get("usage"):
@@ -124,7 +126,12 @@ class OpenAIEngine:
             raise EngineError(
                 f"model {self.config.name}: upstream unreachable ({type(exc).__name__})"
             ) from None
-        yield Finished(usage or Usage(0, pieces), finish_reason)
+        if not completed and finish_reason is None:
+            raise EngineError(f"model {self.config.name}: upstream stream ended early")
+        # Servers that ignore stream_options.include_usage (llama-cpp-python's, for one) send
+        # no usage: count the streamed pieces and estimate the prompt at ~4 characters a token.
+        usage = usage or Usage(_estimate_tokens(request), pieces)
+        yield Finished(usage, finish_reason or "stop")
 
     async def health(self) -> EngineHealth:
         try:
@@ -137,6 +144,11 @@ class OpenAIEngine:
 
     async def model_info(self) -> dict[str, Any]:
         return {"engine": self.kind, "upstream_model": self.upstream_model}
+
+
+def _estimate_tokens(request: GenerationRequest) -> int:
+    chars = sum(len(m.content) + len(m.role) + 4 for m in request.messages)
+    return max(1, -(-chars // 4))
 
 
 def _parse_chunk(data: str, name: str) -> dict[str, Any]:

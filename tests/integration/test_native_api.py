@@ -93,8 +93,11 @@ def test_another_tenants_conversation_is_404(
     assert "secret" not in sent.text
     via_openai = httpx.post(
         f"{base}/v1/chat/completions",
-        json={"model": "auto", "messages": [{"role": "user", "content": "hi"}],
-              "metadata": {"conversation_id": conversation_id}},
+        json={
+            "model": "auto",
+            "messages": [{"role": "user", "content": "hi"}],
+            "metadata": {"conversation_id": conversation_id},
+        },
         headers=other,
     )
     assert via_openai.status_code == 404
@@ -108,15 +111,39 @@ def test_another_tenants_conversation_is_404(
         (b"{not json", 400, None),
         (json.dumps({"model": "auto", "messages": []}).encode(), 422, "messages"),
         (json.dumps({"model": "auto", "messages": [{"role": "user"}]}).encode(), 422, "content"),
-        (json.dumps({"model": "auto", "messages": [{"role": "user", "content": ""}]}).encode(),
-         422, "content"),
-        (json.dumps({"model": "auto", "max_tokens": 0,
-                     "messages": [{"role": "user", "content": "x"}]}).encode(), 422, "max_tokens"),
-        (json.dumps({"model": "auto", "max_tokens": 10**9,
-                     "messages": [{"role": "user", "content": "x"}]}).encode(), 422, "max_tokens"),
-        (json.dumps({"model": "auto",
-                     "messages": [{"role": "user", "content": "x" * (2 * 1024 * 1024)}]}).encode(),
-         413, None),
+        (
+            json.dumps({"model": "auto", "messages": [{"role": "user", "content": ""}]}).encode(),
+            422,
+            "content",
+        ),
+        (
+            json.dumps(
+                {"model": "auto", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}
+            ).encode(),
+            422,
+            "max_tokens",
+        ),
+        (
+            json.dumps(
+                {
+                    "model": "auto",
+                    "max_tokens": 10**9,
+                    "messages": [{"role": "user", "content": "x"}],
+                }
+            ).encode(),
+            422,
+            "max_tokens",
+        ),
+        (
+            json.dumps(
+                {
+                    "model": "auto",
+                    "messages": [{"role": "user", "content": "x" * (2 * 1024 * 1024)}],
+                }
+            ).encode(),
+            413,
+            None,
+        ),
     ],
 )
 def test_bad_input_is_refused_without_rows(
@@ -172,8 +199,10 @@ def test_system_routes(sqlite_server: Server, api: httpx.Client) -> None:
     assert set(ready["checks"]) == {"database", "cache", "engine:smollm2-135m"}
     schema = httpx.get(f"{base}/schema").json()
     assert "/v1/chat/completions" in schema["paths"]
-    api.post("/v1/chat/completions",
-             json={"model": "auto", "messages": [{"role": "user", "content": "metrics?"}]})
+    api.post(
+        "/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": "metrics?"}]},
+    )
     metrics = httpx.get(f"{base}/metrics").text
     route = 'route="/v1/chat/completions"'
     assert f'mvm_http_requests_total{{method="POST",{route},status="200"}}' in metrics
@@ -187,10 +216,16 @@ def test_request_id_header_and_json_logs(sqlite_server: Server, api: httpx.Clien
         json={"model": "auto", "messages": [{"role": "user", "content": "log me"}]},
     )
     request_id = response.headers["x-request-id"]
-    lines = [json.loads(line) for line in sqlite_server.log.read_text().splitlines()
-             if line.startswith("{")]
-    turn = [entry for entry in lines
-            if entry.get("event") == "turn.complete" and entry.get("request_id") == request_id]
+    lines = [
+        json.loads(line)
+        for line in sqlite_server.log.read_text().splitlines()
+        if line.startswith("{")
+    ]
+    turn = [
+        entry
+        for entry in lines
+        if entry.get("event") == "turn.complete" and entry.get("request_id") == request_id
+    ]
     assert turn, "the turn is logged with its request id"
     assert turn[0]["model"] == "smollm2-135m" and turn[0]["tier"] == "local"
     assert turn[0]["tenant"] == "acme"

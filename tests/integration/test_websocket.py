@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from mvm_chat.client import ChatClient
@@ -89,13 +89,15 @@ def test_websocket_auth_and_tenant_scope(
     sqlite_server: Server, client_key: str, other_key: str
 ) -> None:
     conversation_id = _new_conversation(sqlite_server, client_key)
-    with pytest.raises(Exception):  # refused during the handshake or closed at once
-        with connect(_ws_url(sqlite_server, conversation_id)) as ws:
-            ws.recv(timeout=10)
+    with pytest.raises(InvalidStatus):  # no key: refused during the handshake
+        connect(_ws_url(sqlite_server, conversation_id))
     with connect(f"{_ws_url(sqlite_server, conversation_id)}?token={other_key}") as ws:
         frame = json.loads(ws.recv(timeout=10))
-        assert frame == {"type": "error", "code": 404,
-                         "detail": f"conversation {conversation_id!r} not found"}
+        assert frame == {
+            "type": "error",
+            "code": 404,
+            "detail": f"conversation {conversation_id!r} not found",
+        }
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=10)
 
@@ -104,8 +106,10 @@ def test_terminal_client_streams_and_reports(sqlite_server: Server, client_key: 
     client = ChatClient(sqlite_server.url, client_key)
     conversation_id = client.new_conversation()
     out = io.StringIO()
-    with connect(client._ws_url(conversation_id),
-                 additional_headers={"Authorization": f"Bearer {client_key}"}) as ws:
+    with connect(
+        client._ws_url(conversation_id),
+        additional_headers={"Authorization": f"Bearer {client_key}"},
+    ) as ws:
         done = client.ask(ws, "Say hello.", out=out)
     assert done["type"] == "done"
     assert out.getvalue() == done["content"] and out.getvalue().strip()

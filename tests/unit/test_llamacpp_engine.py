@@ -17,7 +17,10 @@ from mvm_chat.settings import ModelSettings
 @pytest.fixture(scope="module")
 async def engine() -> AsyncIterator[LlamaCppEngine]:
     config = ModelSettings(
-        name="smollm2-135m", tier="local", engine="llamacpp", path="builtin:smollm2-135m",
+        name="smollm2-135m",
+        tier="local",
+        engine="llamacpp",
+        path="builtin:smollm2-135m",
         context_length=512,
     )
     engine = LlamaCppEngine(config)

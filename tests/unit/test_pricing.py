@@ -11,11 +11,18 @@ from mvm_chat.ledger.pricing import call_cost, show, time_cost, token_cost
 from mvm_chat.settings import ModelSettings, RoutingSettings, Settings, TierSettings
 
 API = ModelSettings(
-    name="frontier", tier="api", engine="openai", base_url="http://x/v1",
-    price_input_per_mtok=Decimal("2.50"), price_output_per_mtok=Decimal("10.00"),
+    name="frontier",
+    tier="api",
+    engine="openai",
+    base_url="http://x/v1",
+    price_input_per_mtok=Decimal("2.50"),
+    price_output_per_mtok=Decimal("10.00"),
 )
 LOCAL = ModelSettings(
-    name="small", tier="local", engine="llamacpp", path="builtin:smollm2-135m",
+    name="small",
+    tier="local",
+    engine="llamacpp",
+    path="builtin:smollm2-135m",
     cpu_hour_usd=Decimal("0.036"),
 )
 
@@ -38,8 +45,15 @@ def test_baseline_prices_the_same_tokens_on_the_baseline_model() -> None:
         routing=RoutingSettings(baseline_model="frontier"),
     )
     call = CallRecord(
-        request_id="r", attempt=0, tenant_id="t", api_key_id=None, conversation_id="c",
-        model=LOCAL, usage=Usage(41, 17), latency_s=0.5, ttft_s=0.1,
+        request_id="r",
+        attempt=0,
+        tenant_id="t",
+        api_key_id=None,
+        conversation_id="c",
+        model=LOCAL,
+        usage=Usage(41, 17),
+        latency_s=0.5,
+        ttft_s=0.1,
     )
     cost, baseline = price(settings, call)
     assert cost == Decimal("0.000005000")

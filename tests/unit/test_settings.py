@@ -27,9 +27,9 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "mvm_chat.toml").write_text('[server]\nport = 9001\n')
-    (tmp_path / "env.toml").write_text('[server]\nport = 9002\n')
-    (tmp_path / "explicit.toml").write_text('[server]\nport = 9003\n')
+    (tmp_path / "mvm_chat.toml").write_text("[server]\nport = 9001\n")
+    (tmp_path / "env.toml").write_text("[server]\nport = 9002\n")
+    (tmp_path / "explicit.toml").write_text("[server]\nport = 9003\n")
     assert load_settings(environ={}).server.port == 9001
     monkeypatch.setenv("MVM_CHAT_CONFIG", str(tmp_path / "env.toml"))
     assert load_settings().server.port == 9002
@@ -97,14 +97,16 @@ token = { env = "SOME_TOKEN" }
 @pytest.mark.parametrize(
     ("toml", "key"),
     [
-        ('[server]\nprot = 1\n', "server.prot"),
-        ('[sever]\nport = 1\n', "sever"),
+        ("[server]\nprot = 1\n", "server.prot"),
+        ("[sever]\nport = 1\n", "sever"),
         ('[server]\nport = "eighty"\n', "server.port"),
         ('[[models]]\nname = "m"\ntier = "local"\n', "models[0].engine"),
         ('[[models]]\nname = "m"\ntier = "nowhere"\nengine = "llamacpp"\n', "models[0].tier"),
         ('[routing]\ndefault_tier = "gpu"\n', "routing.default_tier"),
-        ('[[models]]\nname="m"\ntier="local"\nengine="openai"\nprice_input_per_mtok="x"\n',
-         "models[0].price_input_per_mtok"),
+        (
+            '[[models]]\nname="m"\ntier="local"\nengine="openai"\nprice_input_per_mtok="x"\n',
+            "models[0].price_input_per_mtok",
+        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, toml: str, key: str) -> None:
@@ -127,12 +129,14 @@ def test_unknown_engine_names_the_key() -> None:
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
-        ('[server]\nprot = 1\n', "server.prot: unknown key"),
+        ("[server]\nprot = 1\n", "server.prot: unknown key"),
         ('[[models]]\nname="m"\ntier="local"\nengine="warpdrive"\n', "models[0].engine"),
         (None, "config file not found"),
         ("not toml [", "not valid TOML"),
-        ('[[models]]\nname="m"\ntier="local"\nengine="llamacpp"\npath="/no/such.gguf"\n',
-         "models[0].path: GGUF file not found"),
+        (
+            '[[models]]\nname="m"\ntier="local"\nengine="llamacpp"\npath="/no/such.gguf"\n',
+            "models[0].path: GGUF file not found",
+        ),
         ('[[models]]\nname="m"\ntier="local"\nengine="openai"\n', "models[0].base_url"),
     ],
 )

@@ -1,0 +1,62 @@
+"""The Redis cache backend against a real Redis, and a server that uses it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+from redis.exceptions import RedisError
+
+from mvm_chat.cache import RedisCache
+from tests.support import MODEL_TOML, Server, free_port
+
+
+async def test_get_set_with_prefix_and_ttl(redis_url: str, redis_prefix: str) -> None:
+    cache = RedisCache(redis_url, prefix=redis_prefix)
+    await cache.ping()
+    assert await cache.get("k") is None
+    await cache.set("k", b"value", ttl_s=30)
+    assert await cache.get("k") == b"value"
+    raw = redis.Redis.from_url(redis_url)
+    assert raw.get(f"{redis_prefix}k") == b"value"
+    assert 0 < raw.ttl(f"{redis_prefix}k") <= 30
+    await cache.close()
+
+
+async def test_unreachable_redis_fails_open_fast() -> None:
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
+    started = time.monotonic()
+    assert await cache.get("k") is None
+    await cache.set("k", b"v", ttl_s=5)
+    assert time.monotonic() - started < 2
+    with pytest.raises(RedisError):
+        await cache.ping()
+    await cache.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server(
+    redis_url: str, redis_prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    config = MODEL_TOML + f'\n[redis]\nurl = "{redis_url}"\nkey_prefix = "{redis_prefix}"\n'
+    server = Server(tmp_path_factory.mktemp("redis-server"), config).start()
+    yield server
+    server.stop()
+
+
+def test_server_caches_answers_in_redis(
+    redis_server: Server, redis_url: str, redis_prefix: str
+) -> None:
+    ready = httpx.get(f"{redis_server.url}/readyz").json()
+    assert ready["checks"]["cache"] == {"ok": True, "backend": "redis", "detail": ""}
+    headers = {"Authorization": f"Bearer {redis_server.key('acme')}"}
+    body = {"model": "auto", "messages": [{"role": "user", "content": "Redis, are you there?"}]}
+    url = f"{redis_server.url}/v1/chat/completions"
+    first = httpx.post(url, json=body, headers=headers, timeout=60).json()
+    second = httpx.post(url, json=body, headers=headers, timeout=60).json()
+    assert (first["mvm"]["cache"], second["mvm"]["cache"]) == ("miss", "hit")
+    keys = list(redis.Redis.from_url(redis_url).scan_iter(match=f"{redis_prefix}resp:*"))
+    assert keys, "the answer is stored under the configured prefix"
