@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -95,18 +96,19 @@ async def _chunks(services: Services, prepared: PreparedTurn, created: int) -> A
         return sse(body)
 
     try:
-        async for event in run_turn(services, prepared):
-            if isinstance(event, Routed):
-                yield chunk({"role": "assistant", "content": ""})
-            elif isinstance(event, TokenDelta):
-                yield chunk({"content": event.text})
-            else:
-                yield chunk(
-                    {},
-                    _finish_reason(event.finish_reason),
-                    usage=_usage(event),
-                    mvm=event.mvm(),
-                )
+        async with aclosing(run_turn(services, prepared)) as events:
+            async for event in events:
+                if isinstance(event, Routed):
+                    yield chunk({"role": "assistant", "content": ""})
+                elif isinstance(event, TokenDelta):
+                    yield chunk({"content": event.text})
+                else:
+                    yield chunk(
+                        {},
+                        _finish_reason(event.finish_reason),
+                        usage=_usage(event),
+                        mvm=event.mvm(),
+                    )
     except Exception as exc:
         failure = error_frame(exc)
         yield sse(

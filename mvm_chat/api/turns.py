@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 import structlog
@@ -20,9 +21,10 @@ log = structlog.get_logger(__name__)
 async def answer(services: Services, prepared: PreparedTurn) -> TurnResult:
     """Run a turn to the end and return its result (non-streaming routes)."""
     result: TurnResult | None = None
-    async for event in run_turn(services, prepared):
-        if isinstance(event, TurnResult):
-            result = event
+    async with aclosing(run_turn(services, prepared)) as events:
+        async for event in events:
+            if isinstance(event, TurnResult):
+                result = event
     if result is None:
         raise RuntimeError("turn ended without a result")
     return result
@@ -55,11 +57,14 @@ def error_frame(exc: BaseException) -> dict[str, Any]:
     return {"type": "error", "code": status, "detail": detail}
 
 
-async def frames(services: Services, prepared: PreparedTurn) -> AsyncIterator[dict[str, Any]]:
+async def frames(
+    services: Services, prepared: PreparedTurn
+) -> AsyncGenerator[dict[str, Any], None]:
     """A turn's frames; a failure mid-turn becomes a final ``error`` frame."""
     try:
-        async for event in run_turn(services, prepared):
-            yield frame(event)
+        async with aclosing(run_turn(services, prepared)) as events:
+            async for event in events:
+                yield frame(event)
     except Exception as exc:
         yield error_frame(exc)
 

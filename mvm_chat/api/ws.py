@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import aclosing
 from typing import Annotated, Any
 
 import structlog
@@ -84,7 +85,8 @@ async def conversation_socket(
             except Exception as exc:
                 await socket.send_json(error_frame(exc))
                 continue
-            async for item in frames(services, prepared):
-                await socket.send_json(item)
+            async with aclosing(frames(services, prepared)) as stream:
+                async for item in stream:
+                    await socket.send_json(item)
     except WebSocketDisconnect:
         log.info("ws.closed", conversation_id=conversation_id)

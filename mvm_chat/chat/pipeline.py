@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
@@ -25,8 +25,6 @@ from mvm_chat.store.models import Conversation, Message, new_id, utcnow
 from mvm_chat.types import Turn
 
 log = structlog.get_logger(__name__)
-
-_background: set[asyncio.Task[Any]] = set()
 
 
 async def prepare_turn(services: Services, request: TurnRequest) -> PreparedTurn:
@@ -82,7 +80,7 @@ def _build_prompt(
     return [*system, *history, ChatMessage("user", request.text)]
 
 
-async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncIterator[TurnEvent]:
+async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator[TurnEvent, None]:
     """Answer a prepared turn: a :class:`Routed`, the tokens, then the :class:`TurnResult`."""
     request, route = prepared.request, prepared.route
     model = route.model
@@ -129,11 +127,9 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncIterator[
         # The client went away mid-stream: keep and bill what was generated, once.
         usage = Usage(finished.usage.prompt_tokens, len(pieces))
         call = _call(prepared, usage, time.perf_counter() - started, ttft, cache_state)
-        task = asyncio.create_task(
+        services.spawn(
             _store(services, prepared, call, "".join(pieces), status="client_disconnected")
         )
-        _background.add(task)
-        task.add_done_callback(_background.discard)
         raise
     text = "".join(pieces)
     call = _call(prepared, finished.usage, time.perf_counter() - started, ttft, cache_state)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import pluggy
 import structlog
@@ -47,6 +50,7 @@ class Services:
     engines: dict[str, Engine]
     plugins: PluginSet
     metrics: Metrics = field(default_factory=Metrics)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
     def build(cls, settings: Settings, plugins: PluginSet) -> Services:
@@ -66,7 +70,15 @@ class Services:
             log.info("engine.starting", model=name, engine=engine.kind)
             await engine.start()
 
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` outside the request (it outlives a client that went away)."""
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     async def close(self) -> None:
+        if self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)
         for engine in self.engines.values():
             await engine.close()
         await self.cache.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -241,3 +242,37 @@ def test_cache_hit_and_bypass(api: httpx.Client) -> None:
     assert second["choices"][0]["message"]["content"] == first["choices"][0]["message"]["content"]
     bypass = api.post("/v1/chat/completions", json=body, headers={"Cache-Control": "no-cache"})
     assert bypass.json()["mvm"]["cache"] == "bypass"
+
+
+def test_client_disconnect_mid_stream_keeps_and_bills_the_partial_answer(
+    api: httpx.Client, sqlite_server: Server
+) -> None:
+    conversation_id = api.post("/v1/conversations", json={}).json()["id"]
+    with api.stream(
+        "POST",
+        f"/v1/conversations/{conversation_id}/messages",
+        json={
+            "content": "Write a very long poem about the sea.",
+            "stream": True,
+            "max_tokens": 400,
+        },
+        headers={"Cache-Control": "no-cache"},
+    ) as response:
+        for line in response.iter_lines():
+            if '"type": "token"' in line:
+                break  # leave after the first token
+    deadline = time.monotonic() + 30
+    messages: list[dict[str, str]] = []
+    while time.monotonic() < deadline and len(messages) < 2:
+        messages = api.get(f"/v1/conversations/{conversation_id}").json()["messages"]
+        time.sleep(0.2)
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    with sqlite3.connect(sqlite_server.workdir / "var" / "mvm_chat.db") as db:
+        rows = db.execute(
+            "SELECT status, completion_tokens FROM ledger_entries WHERE conversation_id = ?",
+            (conversation_id,),
+        ).fetchall()
+    assert len(rows) == 1
+    status, completion_tokens = rows[0]
+    assert status == "client_disconnected"
+    assert 0 < completion_tokens < 400
