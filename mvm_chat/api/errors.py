@@ -69,19 +69,12 @@ def problem_for(exc: BaseException) -> tuple[int, str, dict[str, str]]:
 
 
 def _validation(exc: ValidationException) -> tuple[int, str, dict[str, str]]:
-    """Malformed JSON is 400; a body that parses but has a bad field is 422 naming it."""
-    extra = exc.extra if isinstance(exc.extra, list) else []
-    for item in extra:
-        if not isinstance(item, dict):
-            continue
-        message = str(item.get("message", ""))
-        if item.get("source") == "body" or "JSON" in message:
-            if "malformed" in message.lower() or "invalid json" in message.lower():
-                return 400, "The body is not valid JSON.", {}
-            key = str(item.get("key", "")).removeprefix("$.").removeprefix("$") or "body"
-            return 422, f"{key}: {message}", {}
-        if item.get("key"):
-            return 422, f"{item['key']}: {message}", {}
+    """A body that parses but has a bad field is 422 naming it; anything else (malformed
+    JSON) is 400."""
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict) and item.get("key") is not None:
+            key = str(item["key"]).removeprefix("$.").removeprefix("$") or "body"
+            return 422, f"{key}: {item.get('message', 'invalid')}", {}
     return 400, str(exc.detail), {}
 
 
