@@ -9,6 +9,7 @@ import structlog
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -75,7 +76,7 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
 
     v1 = Router(
         path="/",
-        route_handlers=[chat_completions, list_models, ConversationController, conversation_socket],
+        route_handlers=[chat_completions, list_models, ConversationController],
         guards=[client_guard],
         security=[{"bearer": []}],
     )
@@ -84,11 +85,15 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
     )
     extra: list[Any] = collect(plugins.pm.hook.register_routes)
     return Litestar(
-        route_handlers=[v1, admin, healthz, readyz, metrics, *extra],
+        route_handlers=[v1, admin, conversation_socket, healthz, readyz, metrics, *extra],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         middleware=[
             DefineMiddleware(RequestContextMiddleware, metrics=services.metrics),
-            DefineMiddleware(BearerAuthMiddleware, exclude=[f"^{p}" for p in OPEN_PATHS]),
+            DefineMiddleware(
+                BearerAuthMiddleware,
+                exclude=[f"^{p}" for p in OPEN_PATHS],
+                scopes={ScopeType.HTTP},
+            ),
         ],
         exception_handlers={Exception: handle_exception},
         openapi_config=OpenAPIConfig(

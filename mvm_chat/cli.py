@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from mvm_chat.errors import ConfigError, DatabaseNotMigrated
 from mvm_chat.plugins import PluginSet, load_plugins
@@ -25,11 +26,18 @@ def fail(message: str, code: int = 2) -> NoReturn:
 class Context:
     """What the group's options resolve to, shared by every command."""
 
-    def __init__(self, config: str | None, plugins_dir: str | None, strict: bool) -> None:
+    def __init__(
+        self,
+        config: str | None,
+        plugins_dir: str | None,
+        strict: bool,
+        preloaded: PluginSet | None = None,
+    ) -> None:
         self.config = config
         self.plugins_dir = plugins_dir
         self.strict = strict
         self._settings: Settings | None = None
+        self._plugins = preloaded
 
     @property
     def settings(self) -> Settings:
@@ -41,20 +49,36 @@ class Context:
         return self._settings
 
     def plugins(self) -> PluginSet:
-        try:
-            return load_plugins(self.plugins_dir, strict=self.strict)
-        except ConfigError as exc:
-            fail(f"plugin error: {exc}")
+        """The plugins loaded before the command line was parsed; loaded again if strict."""
+        if self._plugins is None or self.strict:
+            try:
+                self._plugins = load_plugins(self.plugins_dir, strict=self.strict)
+            except ConfigError as exc:
+                fail(f"plugin error: {exc}")
+        return self._plugins
 
 
 pass_context = click.make_pass_decorator(Context)
 
 
-def run(coro_fn: Callable[[], Any]) -> Any:
+@contextlib.contextmanager
+def database_errors() -> Iterator[None]:
+    """Turn configuration and database failures into one line and an exit status."""
     try:
-        return asyncio.run(coro_fn())
+        yield
     except ConfigError as exc:
         fail(f"config error: {exc}")
+    except DatabaseNotMigrated as exc:
+        fail(str(exc), code=1)
+    except (OSError, SQLAlchemyError) as exc:
+        detail = getattr(exc, "orig", None) or exc
+        first_line = str(detail).strip().splitlines()[0] if str(detail).strip() else ""
+        fail(f"cannot use the database: {type(detail).__name__}: {first_line}", code=1)
+
+
+def run(coro_fn: Callable[[], Any]) -> Any:
+    with database_errors():
+        return asyncio.run(coro_fn())
 
 
 @click.group()
@@ -78,7 +102,8 @@ def cli(
     ctx: click.Context, config: str | None, plugins_dir: str | None, strict_plugins: bool
 ) -> None:
     """mvm_chat: answer every message with the minimum viable model."""
-    ctx.obj = Context(config, plugins_dir, strict_plugins)
+    preloaded = ctx.obj if isinstance(ctx.obj, PluginSet) else None
+    ctx.obj = Context(config, plugins_dir, strict_plugins, preloaded)
 
 
 @cli.command()
@@ -99,10 +124,11 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
         fail(f"config error: {exc}")
     configure_logging(settings.server.log_level)
     if settings.database.is_sqlite:
-        upgrade(settings.database.url)
+        with database_errors():
+            upgrade(settings.database.url)
         run(lambda: _first_start_keys(settings))
     else:
-        _require_migrated(settings)
+        run(lambda: _check_migrated(settings))
     bind_host, bind_port = host or settings.server.host, port or settings.server.port
     click.echo(f"mvm_chat serving on http://{bind_host}:{bind_port}", err=True)
     uvicorn.run(
@@ -116,22 +142,14 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
     )
 
 
-def _require_migrated(settings: Settings) -> None:
+async def _check_migrated(settings: Settings) -> None:
     from mvm_chat.app import check_migrated
 
-    async def check() -> None:
-        database = Database(settings.database.url)
-        try:
-            await check_migrated(database)
-        finally:
-            await database.dispose()
-
+    database = Database(settings.database.url)
     try:
-        run(check)
-    except DatabaseNotMigrated as exc:
-        fail(str(exc), code=1)
-    except OSError as exc:
-        fail(f"cannot reach the database: {exc}", code=1)
+        await check_migrated(database)
+    finally:
+        await database.dispose()
 
 
 async def _first_start_keys(settings: Settings) -> None:
@@ -164,11 +182,8 @@ def db() -> None:
 @pass_context
 def db_upgrade(ctx: Context, revision: str) -> None:
     """Migrate the configured database to the newest schema."""
-    url = ctx.settings.database.url
-    try:
-        upgrade(url, revision)
-    except OSError as exc:
-        fail(f"cannot reach the database: {exc}", code=1)
+    with database_errors():
+        upgrade(ctx.settings.database.url, revision)
     click.echo(f"database migrated to {revision}")
 
 
@@ -196,7 +211,8 @@ def keys_create(ctx: Context, tenant: str, role: str, name: str) -> None:
             await database.dispose()
 
     if settings.database.is_sqlite:
-        upgrade(settings.database.url)
+        with database_errors():
+            upgrade(settings.database.url)
     prefix, plaintext = run(create)
     click.echo(f"Created a {role} key for tenant {tenant!r} (prefix {prefix}). Shown once:")
     click.echo(plaintext)
@@ -239,12 +255,25 @@ def chat(url: str, key: str, conversation: str | None, model: str) -> None:
 
 
 def main() -> None:
-    """Console entry point."""
-    plugins_cli_hook()
-    cli()
+    """Console entry point: plugins load first, so that they can add commands."""
+    from mvm_chat.logging import configure_logging
+
+    configure_logging("info")
+    plugins = load_plugins(_plugins_dir_arg(sys.argv[1:]))
+    for impl in plugins.pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:
+            click.echo(
+                f"mvm-chat: plugin {impl.plugin_name!r} failed to add commands: {exc}", err=True
+            )
+    cli(obj=plugins)
 
 
-def plugins_cli_hook() -> None:
-    """Let plugins add commands (``register_commands``) before the group runs."""
-    with contextlib.suppress(ConfigError):
-        load_plugins().pm.hook.register_commands(cli=cli)
+def _plugins_dir_arg(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--plugins-dir" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--plugins-dir="):
+            return arg.split("=", 1)[1]
+    return None

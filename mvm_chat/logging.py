@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -10,11 +11,20 @@ from typing import Any
 import structlog
 
 SECRET_KEYS = frozenset({"authorization", "api_key", "key", "token", "password"})
+_TOKEN_IN_TEXT = re.compile(r"(token=|Bearer\s+)[^\s&\"']+", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """Hide keys carried in a URL query (``?token=``) or a bearer header."""
+    return _TOKEN_IN_TEXT.sub(r"\1[redacted]", text)
 
 
 def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in event.keys() & SECRET_KEYS:
         event[key] = "[redacted]"
+    for key, value in event.items():
+        if isinstance(value, str) and ("token=" in value or "Bearer" in value):
+            event[key] = redact_text(value)
     return event
 
 

@@ -61,6 +61,16 @@ def _load_file(path: Path) -> ModuleType:
     return module
 
 
+def _check_hook_names(pm: pluggy.PluginManager, name: str) -> None:
+    """Reject a plugin whose hook names match no hookspec (a typo would never be called)."""
+    for caller in pm.get_hookcallers(pm.get_plugin(name)) or []:
+        if caller.spec is None:
+            raise pluggy.PluginValidationError(
+                pm.get_plugin(name),
+                f"plugin {name!r}: hook {caller.name!r} matches no mvm_chat hookspec",
+            )
+
+
 def load_plugins(
     plugins_dir: str | os.PathLike[str] | None = None,
     strict: bool = False,
@@ -75,22 +85,25 @@ def load_plugins(
     if allowed is None and env_only:
         allowed = {n.strip() for n in env_only.split(",") if n.strip()}
 
-    def attempt(name: str, source: str, load: Callable[[], Any]) -> None:
-        if not _allowed(name, allowed):
+    def attempt(name: str, source: str, load: Callable[[], Any], builtin: bool = False) -> None:
+        if not builtin and not _allowed(name, allowed):
             return
         try:
-            pm.register(load(), name=name)
+            module = load()
+            pm.register(module, name=name)
+            _check_hook_names(pm, name)
             plugins.sources[name] = source
         except Exception as exc:
+            if pm.is_registered(pm.get_plugin(name)):
+                pm.unregister(name=name)
             if strict:
                 raise ConfigError(f"plugins.{name}", f"failed to load: {exc}") from exc
-            plugins.load_errors.append(
-                PluginLoadError(name, source, f"{type(exc).__name__}: {exc}")
-            )
-            log.error("plugin.load_failed", plugin=name, source=source, error=str(exc))
+            error = f"{type(exc).__name__}: {exc}"
+            plugins.load_errors.append(PluginLoadError(name, source, error))
+            log.error("plugin.load_failed", plugin=name, source=source, error=error)
 
     for module_name in DEFAULT_PLUGINS:
-        attempt(_short(module_name), "builtin", partial(importlib.import_module, module_name))
+        attempt(_short(module_name), "builtin", partial(importlib.import_module, module_name), True)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         attempt(ep.name, f"entry point {ep.value}", ep.load)
     folder = plugins_dir or os.environ.get("MVM_CHAT_PLUGINS_DIR")

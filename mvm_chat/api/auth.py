@@ -28,24 +28,33 @@ def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return None
 
 
+async def resolve_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The principal behind the connection's key; :class:`Unauthorized` otherwise."""
+    key = _bearer(connection)
+    if key is None:
+        raise Unauthorized("missing bearer key (Authorization: Bearer KEY)")
+    if len(key) > 256:
+        raise Unauthorized("invalid key")
+    services: Services = connection.app.state.services
+    async with services.db.session() as session:
+        principal = await authenticate(session, key)
+    if principal is None:
+        raise Unauthorized("invalid key")
+    structlog.contextvars.bind_contextvars(tenant=principal.tenant)
+    return principal
+
+
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
-    """Resolves ``Authorization: Bearer KEY`` (or ``?token=`` on WebSockets) to a principal."""
+    """Resolves ``Authorization: Bearer KEY`` to a principal on HTTP routes.
+
+    WebSockets authenticate in their handler, so that a refused client gets an ``error``
+    frame it can read rather than a bare handshake failure.
+    """
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        key = _bearer(connection)
-        if key is None:
-            raise Unauthorized("missing bearer key (Authorization: Bearer KEY)")
-        if len(key) > 256:
-            raise Unauthorized("invalid key")
-        services: Services = connection.app.state.services
-        async with services.db.session() as session:
-            principal = await authenticate(session, key)
-        if principal is None:
-            raise Unauthorized("invalid key")
-        structlog.contextvars.bind_contextvars(tenant=principal.tenant)
-        return AuthenticationResult(user=principal, auth=None)
+        return AuthenticationResult(user=await resolve_principal(connection), auth=None)
 
 
 def _role_guard(*roles: str) -> Any:
@@ -54,12 +63,13 @@ def _role_guard(*roles: str) -> Any:
         if not isinstance(principal, Principal):
             raise Unauthorized("missing bearer key")
         if principal.role not in roles:
-            raise Forbidden(f"a {principal.role} key cannot use this route")
+            raise Forbidden(f"this route is not open to keys with the role {principal.role!r}")
 
     return guard
 
 
-client_guard = _role_guard("client", "admin")
+CLIENT_ROLES = ("client", "admin")
+client_guard = _role_guard(*CLIENT_ROLES)
 admin_guard = _role_guard("admin")
 
 

@@ -12,12 +12,12 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import Parameter
 
-from mvm_chat.api.auth import principal_of
+from mvm_chat.api.auth import CLIENT_ROLES, principal_of, resolve_principal
 from mvm_chat.api.turns import error_frame, frames
 from mvm_chat.chat.pipeline import prepare_turn
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import TurnRequest
-from mvm_chat.errors import InvalidInput, NotFound
+from mvm_chat.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from mvm_chat.store.conversations import get_conversation
 
 log = structlog.get_logger(__name__)
@@ -67,8 +67,18 @@ async def conversation_socket(
     conversation_id: Annotated[str, Parameter(max_length=64)],
 ) -> None:
     """Chat over a WebSocket: send ``{"type": "message", "content": ...}``, receive frames."""
-    principal = principal_of(socket)
     await socket.accept()
+    try:
+        principal = await resolve_principal(socket)
+    except Unauthorized as exc:
+        await socket.send_json(error_frame(exc))
+        await socket.close(code=4401, reason="unauthorized")
+        return
+    if principal.role not in CLIENT_ROLES:
+        await socket.send_json(error_frame(Forbidden("this route is not open to this key")))
+        await socket.close(code=4403, reason="forbidden")
+        return
+    socket.scope["user"] = principal
     async with services.db.session() as session:
         found = await get_conversation(session, principal.tenant_id, conversation_id)
     if found is None:

@@ -15,10 +15,11 @@ class CachedAnswer:
     usage: Usage
 
 
-def response_key(model: str, request: GenerationRequest) -> str:
-    """A key covering the model, every prompt message and the sampling settings."""
+def response_key(tenant_id: str, model: str, request: GenerationRequest) -> str:
+    """A key covering the tenant, the model, every prompt message and the sampling settings."""
     payload = json.dumps(
         [
+            tenant_id,
             model,
             [[m.role, m.content] for m in request.messages],
             request.max_tokens,

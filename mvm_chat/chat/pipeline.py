@@ -17,7 +17,14 @@ from mvm_chat.cache import responses
 from mvm_chat.chat import router
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import PreparedTurn, Routed, TurnEvent, TurnRequest, TurnResult
-from mvm_chat.engines.base import ChatMessage, Finished, GenerationRequest, TokenDelta, Usage
+from mvm_chat.engines.base import (
+    ChatMessage,
+    Finished,
+    GenerationRequest,
+    TokenDelta,
+    Usage,
+    estimate_tokens,
+)
 from mvm_chat.errors import EngineError, NotFound
 from mvm_chat.ledger.ledger import CallRecord, ledger_entry, price
 from mvm_chat.store.conversations import get_conversation, list_messages, next_seq
@@ -93,7 +100,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
         max_tokens=request.max_tokens or model.max_tokens,
         temperature=model.temperature if request.temperature is None else request.temperature,
     )
-    cache_key = responses.response_key(model.name, generation)
+    cache_key = responses.response_key(request.principal.tenant_id, model.name, generation)
     started = time.perf_counter()
     cached = await _cache_lookup(services, cache_key) if request.use_cache else None
     cache_state = "bypass" if not request.use_cache else ("hit" if cached else "miss")
@@ -105,6 +112,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
         return
 
     pieces: list[str] = []
+    generated = 0
     ttft: float | None = None
     finished = Finished(Usage())
     engine = services.engines[model.name]
@@ -115,6 +123,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                     if ttft is None:
                         ttft = time.perf_counter() - started
                     pieces.append(event.text)
+                    generated += event.tokens
                     yield event
                 else:
                     finished = event
@@ -125,7 +134,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
         raise
     except (GeneratorExit, asyncio.CancelledError):
         # The client went away mid-stream: keep and bill what was generated, once.
-        usage = Usage(finished.usage.prompt_tokens, len(pieces))
+        usage = Usage(estimate_tokens(prepared.prompt), generated)
         call = _call(prepared, usage, time.perf_counter() - started, ttft, cache_state)
         services.spawn(
             _store(services, prepared, call, "".join(pieces), status="client_disconnected")

@@ -29,9 +29,10 @@ class GenerationRequest:
 
 @dataclass(frozen=True, slots=True)
 class TokenDelta:
-    """A piece of the answer as it is generated."""
+    """A piece of the answer as it is generated, and how many tokens it holds."""
 
     text: str
+    tokens: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,12 @@ class Finished:
 
 
 StreamEvent = TokenDelta | Finished
+
+
+def estimate_tokens(messages: list[ChatMessage]) -> int:
+    """A prompt's size in tokens at about 4 characters a token, for when no count is known."""
+    chars = sum(len(m.content) + len(m.role) + 4 for m in messages)
+    return max(1, -(-chars // 4))
 
 
 @dataclass(frozen=True, slots=True)

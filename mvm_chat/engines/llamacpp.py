@@ -192,8 +192,7 @@ class LlamaCppEngine:
         budget = min(request.max_tokens, self.config.context_length - len(prompt))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text = ""
-        sent = 0
-        generated = 0
+        sent = emitted = generated = 0
         finish = "length"
         holdback = max((len(s) for s in stops), default=0)
         for token in llama.generate(
@@ -220,13 +219,13 @@ class LlamaCppEngine:
                 break
             safe = len(text) - holdback
             if safe > sent:
-                job.emit(TokenDelta(text[sent:safe]))
-                sent = safe
+                job.emit(TokenDelta(text[sent:safe], generated - emitted))
+                sent, emitted = safe, generated
             if generated >= budget:
                 break
         text += decoder.decode(b"", final=True) if finish == "length" else ""
-        if len(text) > sent:
-            job.emit(TokenDelta(text[sent:]))
+        if len(text) > sent or generated > emitted:
+            job.emit(TokenDelta(text[sent:], generated - emitted))
         job.emit(Finished(Usage(len(prompt), generated), finish))
 
     async def health(self) -> EngineHealth:

@@ -16,6 +16,7 @@ from mvm_chat.engines.base import (
     StreamEvent,
     TokenDelta,
     Usage,
+    estimate_tokens,
 )
 from mvm_chat.errors import ConfigError, EngineError
 from mvm_chat.settings import ModelSettings
@@ -130,7 +131,7 @@ class OpenAIEngine:
             raise EngineError(f"model {self.config.name}: upstream stream ended early")
         # Servers that ignore stream_options.include_usage (llama-cpp-python's, for one) send
         # no usage: count the streamed pieces and estimate the prompt at ~4 characters a token.
-        usage = usage or Usage(_estimate_tokens(request), pieces)
+        usage = usage or Usage(estimate_tokens(request.messages), pieces)
         yield Finished(usage, finish_reason or "stop")
 
     async def health(self) -> EngineHealth:
@@ -144,11 +145,6 @@ class OpenAIEngine:
 
     async def model_info(self) -> dict[str, Any]:
         return {"engine": self.kind, "upstream_model": self.upstream_model}
-
-
-def _estimate_tokens(request: GenerationRequest) -> int:
-    chars = sum(len(m.content) + len(m.role) + 4 for m in request.messages)
-    return max(1, -(-chars // 4))
 
 
 def _parse_chunk(data: str, name: str) -> dict[str, Any]:

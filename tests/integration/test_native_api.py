@@ -276,3 +276,33 @@ def test_client_disconnect_mid_stream_keeps_and_bills_the_partial_answer(
     status, completion_tokens = rows[0]
     assert status == "client_disconnected"
     assert 0 < completion_tokens < 400
+
+
+def test_cache_is_per_tenant(sqlite_server: Server, client_key: str, other_key: str) -> None:
+    body = {"model": "auto", "messages": [{"role": "user", "content": "Tenant-private cache?"}]}
+    url = f"{sqlite_server.url}/v1/chat/completions"
+    first = httpx.post(url, json=body, headers=_auth(client_key), timeout=60).json()
+    other = httpx.post(url, json=body, headers=_auth(other_key), timeout=60).json()
+    again = httpx.post(url, json=body, headers=_auth(client_key), timeout=60).json()
+    assert (first["mvm"]["cache"], other["mvm"]["cache"], again["mvm"]["cache"]) == (
+        "miss",
+        "miss",
+        "hit",
+    )
+
+
+def test_keys_never_reach_the_logs(sqlite_server: Server, client_key: str) -> None:
+    from websockets.sync.client import connect
+
+    conversation_id = httpx.post(
+        f"{sqlite_server.url}/v1/conversations", json={}, headers=_auth(client_key)
+    ).json()["id"]
+    url = f"ws://127.0.0.1:{sqlite_server.port}/v1/conversations/{conversation_id}/ws"
+    with connect(f"{url}?token={client_key}") as ws:
+        ws.send(json.dumps({"type": "message", "content": "hi"}))
+        while json.loads(ws.recv(timeout=60))["type"] not in ("done", "error"):
+            pass
+    time.sleep(0.5)
+    log = sqlite_server.log.read_text()
+    assert "token=[redacted]" in log
+    assert client_key not in log

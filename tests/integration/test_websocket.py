@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from mvm_chat.client import ChatClient
@@ -89,8 +89,15 @@ def test_websocket_auth_and_tenant_scope(
     sqlite_server: Server, client_key: str, other_key: str
 ) -> None:
     conversation_id = _new_conversation(sqlite_server, client_key)
-    with pytest.raises(InvalidStatus):  # no key: refused during the handshake
-        connect(_ws_url(sqlite_server, conversation_id))
+    for url in (
+        _ws_url(sqlite_server, conversation_id),
+        f"{_ws_url(sqlite_server, conversation_id)}?token=mvm_wrong",
+    ):
+        with connect(url) as ws:
+            assert json.loads(ws.recv(timeout=10))["code"] == 401
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
     with connect(f"{_ws_url(sqlite_server, conversation_id)}?token={other_key}") as ws:
         frame = json.loads(ws.recv(timeout=10))
         assert frame == {

@@ -39,10 +39,13 @@ def _ask(text: str, max_tokens: int = 24) -> GenerationRequest:
 
 async def _collect(engine: LlamaCppEngine, request: GenerationRequest) -> tuple[str, Finished]:
     pieces: list[str] = []
+    tokens = 0
     async for event in engine.stream(request):
         if isinstance(event, TokenDelta):
             pieces.append(event.text)
+            tokens += event.tokens
         else:
+            assert tokens == event.usage.completion_tokens, "deltas account for every token"
             return "".join(pieces), event
     raise AssertionError("stream ended without Finished")
 
