@@ -139,11 +139,13 @@ class LlamaCppEngine:
     async def _work(self) -> None:
         while True:
             job = await self._jobs.get()
-            try:
-                if not job.cancelled.is_set():
-                    await asyncio.to_thread(self._generate, job)
-            finally:
-                self._depth -= 1
+            if job.cancelled.is_set():
+                self._release()
+                continue
+            await asyncio.to_thread(self._generate, job)
+
+    def _release(self) -> None:
+        self._depth -= 1
 
     def _prompt_tokens(
         self, messages: list[ChatMessage], max_tokens: int
@@ -172,16 +174,20 @@ class LlamaCppEngine:
             del msgs[droppable[0]]
 
     def _generate(self, job: _Job) -> None:
+        """Run one job in the worker thread; its last event is a Finished or an error."""
+        final: StreamEvent | BaseException
         try:
-            self._generate_tokens(job)
-        except BaseException as exc:  # handed to the awaiting coroutine
-            if isinstance(exc, InvalidInput | EngineError):
-                job.emit(exc)
-            else:
-                log.error("llamacpp.failed", model=self.config.name, error=repr(exc))
-                job.emit(EngineError(f"model {self.config.name} failed to generate"))
+            final = self._generate_tokens(job)
+        except (InvalidInput, EngineError) as exc:
+            final = exc
+        except Exception as exc:
+            log.error("llamacpp.failed", model=self.config.name, error=repr(exc))
+            final = EngineError(f"model {self.config.name} failed to generate")
+        # the depth drops before the consumer sees the end of its stream
+        job.loop.call_soon_threadsafe(self._release)
+        job.emit(final)
 
-    def _generate_tokens(self, job: _Job) -> None:
+    def _generate_tokens(self, job: _Job) -> Finished:
         from llama_cpp import llama_vocab_is_eog
 
         llama = self._llama
@@ -226,7 +232,7 @@ class LlamaCppEngine:
         text += decoder.decode(b"", final=True) if finish == "length" else ""
         if len(text) > sent or generated > emitted:
             job.emit(TokenDelta(text[sent:], generated - emitted))
-        job.emit(Finished(Usage(len(prompt), generated), finish))
+        return Finished(Usage(len(prompt), generated), finish)
 
     async def health(self) -> EngineHealth:
         if self._llama is None:

@@ -85,9 +85,12 @@ async def test_requests_queue_one_at_a_time(engine: LlamaCppEngine) -> None:
 
 
 async def test_queue_depth_counts_waiting_requests(engine: LlamaCppEngine) -> None:
-    tasks = [asyncio.create_task(_collect(engine, _ask("Tell a tale.", 16))) for _ in range(3)]
-    await asyncio.sleep(0.05)
-    assert engine.queue_depth == 3
+    tasks = [asyncio.create_task(_collect(engine, _ask("Tell a tale.", 64))) for _ in range(3)]
+    seen = 0
+    while not all(t.done() for t in tasks):
+        seen = max(seen, engine.queue_depth)
+        await asyncio.sleep(0.005)
+    assert seen == 3, "all three requests were queued at once"
     await asyncio.gather(*tasks)
     assert engine.queue_depth == 0
 
