@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import structlog
@@ -24,6 +23,7 @@ from mvm_chat.api.middleware import RequestContextMiddleware
 from mvm_chat.api.openai_compat import chat_completions, list_models
 from mvm_chat.api.system import healthz, metrics, readyz
 from mvm_chat.api.ws import conversation_socket
+from mvm_chat.chat.components import fire
 from mvm_chat.chat.services import Services
 from mvm_chat.errors import DatabaseNotMigrated
 from mvm_chat.plugins import PluginSet, collect, load_plugins
@@ -48,17 +48,6 @@ async def check_migrated(db: Database) -> None:
         )
 
 
-async def _fire(services: Services, hook_name: str, app: Litestar) -> None:
-    for impl in getattr(services.plugins.pm.hook, hook_name).get_hookimpls():
-        try:
-            outcome = impl.function(app=app)
-            if inspect.isawaitable(outcome):
-                await outcome
-        except Exception as exc:
-            services.metrics.plugin_errors.labels(impl.plugin_name).inc()
-            log.error("plugin.error", plugin=impl.plugin_name, hook=hook_name, error=str(exc))
-
-
 def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar:
     """A Litestar app serving ``settings``; engines load and the schema is checked at start."""
     plugins = plugins or load_plugins()
@@ -67,11 +56,11 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
     async def on_startup(app: Litestar) -> None:
         await check_migrated(services.db)
         await services.start()
-        await _fire(services, "startup", app)
+        await fire(services, "startup", app=app)
         log.info("app.started", models=[m.name for m in settings.models])
 
     async def on_shutdown(app: Litestar) -> None:
-        await _fire(services, "shutdown", app)
+        await fire(services, "shutdown", app=app)
         await services.close()
 
     v1 = Router(

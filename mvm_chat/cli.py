@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
@@ -172,6 +173,34 @@ async def _first_start_keys(settings: Settings) -> None:
     )
 
 
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout.")
+@pass_context
+def plugins_command(ctx: Context, as_json: bool) -> None:
+    """List plugins: source, hooks, registered components and errors."""
+    from mvm_chat.chat.components import Components, describe
+    from mvm_chat.metrics import Metrics
+
+    plugins = ctx.plugins()
+    try:
+        components = Components.build(plugins, ctx.settings, None, Metrics())
+    except ConfigError as exc:
+        fail(f"config error: {exc}")
+    rows = describe(plugins, components)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']}  ({row['source']})")
+        if row["load_error"]:
+            click.echo(f"    failed to load: {row['load_error']}")
+            continue
+        click.echo(f"    hooks: {', '.join(row['hooks']) or '-'}")
+        click.echo(f"    components: {', '.join(row['components']) or '-'}")
+        if row["errors"]:
+            click.echo(f"    errors: {row['errors']}")
+
+
 @cli.group()
 def db() -> None:
     """Database schema."""
@@ -277,3 +306,4 @@ def _plugins_dir_arg(argv: list[str]) -> str | None:
         if arg.startswith("--plugins-dir="):
             return arg.split("=", 1)[1]
     return None
+

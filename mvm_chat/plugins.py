@@ -22,7 +22,11 @@ from mvm_chat.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_PLUGINS = ("mvm_chat.default_plugins.engines",)
+DEFAULT_PLUGINS = (
+    "mvm_chat.default_plugins.engines",
+    "mvm_chat.default_plugins.keyword_intents",
+    "mvm_chat.default_plugins.escalation_policies",
+)
 ENTRY_POINT_GROUP = "mvm_chat"
 
 

@@ -85,6 +85,17 @@ class RoutingSettings(_Section):
     intent_floors: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+class IntentSettings(_Section):
+    order: list[str] = msgspec.field(default_factory=list)
+    """Classifier names in priority order: a tie in confidence goes to the earlier one."""
+
+
+class RetrievalSettings(_Section):
+    limit: int = 3
+    """Passages added to the prompt, best first, from all retrievers together."""
+    min_score: float = 0.0
+
+
 class ChatSettings(_Section):
     system_prompt: str = "You are a helpful, concise customer-service assistant."
     history_messages: int = 20
@@ -117,6 +128,8 @@ class Settings(_Section):
     models: list[ModelSettings] = msgspec.field(default_factory=_default_models)
     routing: RoutingSettings = msgspec.field(default_factory=RoutingSettings)
     chat: ChatSettings = msgspec.field(default_factory=ChatSettings)
+    intents: IntentSettings = msgspec.field(default_factory=IntentSettings)
+    retrieval: RetrievalSettings = msgspec.field(default_factory=RetrievalSettings)
     handoff: HandoffSettings = msgspec.field(default_factory=HandoffSettings)
     plugins: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 
@@ -226,6 +239,9 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"{where}.max_tokens", "must be between 1 and 32768")
     if settings.routing.default_tier not in tiers:
         raise ConfigError("routing.default_tier", f"unknown tier {settings.routing.default_tier!r}")
+    for label, tier in settings.routing.intent_floors.items():
+        if tier not in tiers:
+            raise ConfigError(f"routing.intent_floors.{label}", f"unknown tier {tier!r}")
     baseline = settings.routing.baseline_model
     if baseline and settings.model(baseline) is None:
         raise ConfigError("routing.baseline_model", f"unknown model {baseline!r}")

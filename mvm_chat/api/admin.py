@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Controller, get
 from sqlalchemy import select
 
+from mvm_chat.chat.components import describe
 from mvm_chat.chat.services import Services
 from mvm_chat.store.models import Tenant
 
@@ -33,6 +34,10 @@ class AdminController(Controller):
                 }
             )
         return rows
+
+    @get("/plugins", summary="Plugins: source, hooks, registered components, error counts")
+    async def plugins(self, services: Services) -> list[dict[str, Any]]:
+        return describe(services.plugins, services.components)
 
     @get("/tenants", summary="Tenants")
     async def tenants(self, services: Services) -> list[dict[str, str]]:

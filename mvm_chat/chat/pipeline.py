@@ -1,35 +1,33 @@
-"""One turn, end to end: load context, route, generate (streaming), persist, report."""
+"""One turn, end to end: context, intent, skills, retrieval, routing, generation, storage."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import IntegrityError
 
-from mvm_chat.cache import responses
 from mvm_chat.chat import router
+from mvm_chat.chat.components import Components, fire
+from mvm_chat.chat.escalation import Move, after_generation, apply, before_generation
+from mvm_chat.chat.escalation import has_after_policies as holds_back
+from mvm_chat.chat.generation import Attempt, generate, request_for, usage_of
+from mvm_chat.chat.intents import classify
+from mvm_chat.chat.persist import record_failure, store_turn
+from mvm_chat.chat.retrieval import retrieve, with_passages
 from mvm_chat.chat.services import Services
+from mvm_chat.chat.skills import answer_by_skill
 from mvm_chat.chat.turns import PreparedTurn, Routed, TurnEvent, TurnRequest, TurnResult
-from mvm_chat.engines.base import (
-    ChatMessage,
-    Finished,
-    GenerationRequest,
-    TokenDelta,
-    Usage,
-    estimate_tokens,
-)
+from mvm_chat.engines.base import ChatMessage, TokenDelta, Usage, estimate_tokens
 from mvm_chat.errors import EngineError, NotFound
-from mvm_chat.ledger.ledger import CallRecord, ledger_entry, price
-from mvm_chat.store.conversations import get_conversation, list_messages, next_seq
-from mvm_chat.store.models import Conversation, Message, new_id, utcnow
-from mvm_chat.types import Turn
+from mvm_chat.ledger.ledger import CallRecord, price
+from mvm_chat.settings import ModelSettings
+from mvm_chat.store.conversations import get_conversation, list_messages
+from mvm_chat.store.models import new_id
+from mvm_chat.types import Escalation, Turn
 
 log = structlog.get_logger(__name__)
 
@@ -89,219 +87,225 @@ def _build_prompt(
 
 async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator[TurnEvent, None]:
     """Answer a prepared turn: a :class:`Routed`, the tokens, then the :class:`TurnResult`."""
-    request, route = prepared.request, prepared.route
-    model = route.model
-    structlog.contextvars.bind_contextvars(
-        conversation_id=prepared.conversation_id, model=model.name, tier=model.tier
-    )
-    yield Routed(prepared.conversation_id, model.name, model.tier, route.reason)
-    generation = GenerationRequest(
-        messages=prepared.prompt,
-        max_tokens=request.max_tokens or model.max_tokens,
-        temperature=model.temperature if request.temperature is None else request.temperature,
-    )
-    cache_key = responses.response_key(request.principal.tenant_id, model.name, generation)
-    started = time.perf_counter()
-    cached = await _cache_lookup(services, cache_key) if request.use_cache else None
-    cache_state = "bypass" if not request.use_cache else ("hit" if cached else "miss")
-    services.metrics.cache.labels(cache_state).inc()
-    if cached is not None:
-        yield TokenDelta(cached.text)
-        call = _call(prepared, cached.usage, time.perf_counter() - started, None, "hit")
-        yield await _finish(services, prepared, call, cached.text, "stop")
+    components = _components(services)
+    settings, request, turn = services.settings, prepared.request, prepared.turn
+    turn.metadata.update(tenant_id=request.principal.tenant_id, request_id=request.request_id)
+    structlog.contextvars.bind_contextvars(conversation_id=prepared.conversation_id)
+
+    turn.intent = await classify(components, turn, settings.intents.order)
+    skill = await answer_by_skill(components, turn)
+    if skill is not None:
+        component, reply = skill
+        async for event in _skill_turn(services, prepared, component.name, reply.text):
+            yield event
         return
 
-    pieces: list[str] = []
-    generated = 0
-    ttft: float | None = None
-    finished = Finished(Usage())
-    engine = services.engines[model.name]
-    try:
-        async with aclosing(engine.stream(generation)) as stream:
-            async for event in stream:
-                if isinstance(event, TokenDelta):
-                    if ttft is None:
-                        ttft = time.perf_counter() - started
-                    pieces.append(event.text)
-                    generated += event.tokens
-                    yield event
-                else:
-                    finished = event
-    except EngineError:
-        services.metrics.engine_errors.labels(model.name, model.tier).inc()
-        call = _call(prepared, finished.usage, time.perf_counter() - started, ttft, cache_state)
-        await _record_failure(services, prepared, call, "error")
-        raise
-    except (GeneratorExit, asyncio.CancelledError):
-        # The client went away mid-stream: keep and bill what was generated, once.
-        usage = Usage(estimate_tokens(prepared.prompt), generated)
-        call = _call(prepared, usage, time.perf_counter() - started, ttft, cache_state)
-        services.spawn(
-            _store(services, prepared, call, "".join(pieces), status="client_disconnected")
-        )
-        raise
-    text = "".join(pieces)
-    call = _call(prepared, finished.usage, time.perf_counter() - started, ttft, cache_state)
-    result = await _finish(services, prepared, call, text, finished.finish_reason)
-    if request.use_cache and text and finished.finish_reason in ("stop", "length"):
-        await services.cache.set(
-            cache_key,
-            responses.encode(responses.CachedAnswer(text, finished.usage)),
-            services.settings.chat.cache_ttl_s,
-        )
-    yield result
+    turn.passages = await retrieve(components, turn, settings.retrieval)
+    prompt = with_passages(prepared.prompt, turn.passages)
+    route, moves = prepared.route, list[Move]()
+    if request.model == router.AUTO:
+        route, moves, raised = await before_generation(components, settings, turn, route)
+        for raised_escalation in raised:
+            await _escalated(services, turn, raised_escalation)
+    structlog.contextvars.bind_contextvars(model=route.model.name, tier=route.tier)
+    yield Routed(prepared.conversation_id, route.model.name, route.tier, route.reason)
+
+    hold = holds_back(components)
+    calls: list[CallRecord] = []
+    reason = moves[-1].reason if moves else None
+    prompt_estimate = estimate_tokens(prompt)
+    while True:
+        attempt = Attempt(route.model)
+        generation = request_for(route.model, prompt, request.max_tokens, request.temperature)
+        try:
+            async with aclosing(
+                generate(
+                    services, attempt, generation, request.principal.tenant_id, request.use_cache
+                )
+            ) as stream:
+                async for delta in stream:
+                    if not hold:
+                        yield delta
+        except EngineError:
+            services.metrics.engine_errors.labels(route.model.name, route.tier).inc()
+            call = _call(prepared, attempt, len(calls), "error", reason, prompt_estimate)
+            await record_failure(services, call)
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            # The client went away mid-stream: keep and bill what was generated, once.
+            calls.append(
+                _call(prepared, attempt, len(calls), "client_disconnected", reason, prompt_estimate)
+            )
+            services.spawn(
+                store_turn(
+                    services,
+                    prepared,
+                    calls,
+                    route.model,
+                    attempt.text,
+                    _metadata(turn, moves, "client_disconnected"),
+                )
+            )
+            raise
+        if hold and len(calls) < settings.routing.max_escalations:
+            escalation = await after_generation(components, turn, attempt.text, None)
+            moved = apply(settings, route, escalation) if escalation else None
+            if escalation is not None and moved is not None:
+                calls.append(
+                    _call(
+                        prepared,
+                        attempt,
+                        len(calls),
+                        "escalated",
+                        escalation.reason,
+                        prompt_estimate,
+                        counts_baseline=False,
+                    )
+                )
+                route, move = moved
+                moves.append(move)
+                reason = escalation.reason
+                await _escalated(services, turn, escalation)
+                continue
+        calls.append(_call(prepared, attempt, len(calls), "ok", reason, prompt_estimate))
+        break
+    if hold:
+        yield TokenDelta(attempt.text, attempt.tokens)
+    finish_reason = attempt.finished.finish_reason if attempt.finished else "stop"
+    yield await _finish(services, prepared, calls, route.model, attempt.text, moves, finish_reason)
 
 
-async def _cache_lookup(services: Services, key: str) -> responses.CachedAnswer | None:
-    raw = await services.cache.get(key)
-    return responses.decode(raw) if raw is not None else None
+def _components(services: Services) -> Components:
+    if services.components is None:
+        raise RuntimeError("the app's components are not built")
+    return services.components
+
+
+async def _escalated(services: Services, turn: Turn, escalation: Escalation) -> None:
+    services.metrics.escalations.labels(escalation.reason).inc()
+    log.info("turn.escalation", target=escalation.target, reason=escalation.reason)
+    if escalation.target == "human":
+        log.warning("handoff.unavailable", reason=escalation.reason)
+    await fire(services, "on_escalation", turn=turn, escalation=escalation)
+
+
+async def _skill_turn(
+    services: Services, prepared: PreparedTurn, name: str, text: str
+) -> AsyncGenerator[TurnEvent, None]:
+    """A skill's answer: no model call, but still a message and a (zero-cost) ledger row."""
+    skill = ModelSettings(name=f"skill:{name}", tier="skill", engine="skill")
+    reason = (
+        f"skill {name} answers intent {prepared.turn.intent.label}"
+        if prepared.turn.intent
+        else f"skill {name}"
+    )
+    yield Routed(prepared.conversation_id, skill.name, skill.tier, reason)
+    attempt = Attempt(skill)
+    attempt.add(TokenDelta(text, estimate_tokens([ChatMessage("assistant", text)])))
+    attempt.cache = "skill"
+    usage = Usage(estimate_tokens(prepared.prompt), attempt.tokens)
+    call = _call(prepared, attempt, 0, "ok", reason, usage.prompt_tokens)
+    yield TokenDelta(text, attempt.tokens)
+    yield await _finish(services, prepared, [call], skill, text, [], "stop")
 
 
 def _call(
-    prepared: PreparedTurn, usage: Usage, latency_s: float, ttft_s: float | None, cache: str
+    prepared: PreparedTurn,
+    attempt: Attempt,
+    number: int,
+    status: str,
+    reason: str | None,
+    prompt_estimate: int,
+    counts_baseline: bool = True,
 ) -> CallRecord:
     principal = prepared.request.principal
+    intent = prepared.turn.intent
     return CallRecord(
         request_id=prepared.request.request_id,
-        attempt=0,
+        attempt=number,
         tenant_id=principal.tenant_id,
         api_key_id=principal.key_id,
         conversation_id=prepared.conversation_id,
-        model=prepared.route.model,
-        usage=usage,
-        latency_s=latency_s,
-        ttft_s=ttft_s,
-        cache=cache,
-        intent=prepared.turn.intent.label if prepared.turn.intent else None,
+        model=attempt.model,
+        usage=usage_of(attempt, prompt_estimate),
+        latency_s=attempt.latency_s,
+        ttft_s=attempt.ttft_s,
+        cache=attempt.cache,
+        status=status,
+        intent=intent.label if intent else None,
+        escalation_reason=reason,
+        counts_baseline=counts_baseline,
     )
+
+
+def _metadata(turn: Turn, moves: list[Move], status: str) -> dict[str, Any]:
+    return {
+        "status": status,
+        "passages": [{"source": p.source, "score": p.score} for p in turn.passages],
+        "escalations": [m.as_dict() for m in moves],
+    }
 
 
 async def _finish(
-    services: Services, prepared: PreparedTurn, call: CallRecord, text: str, finish_reason: str
+    services: Services,
+    prepared: PreparedTurn,
+    calls: list[CallRecord],
+    answer_by: ModelSettings,
+    text: str,
+    moves: list[Move],
+    finish_reason: str,
 ) -> TurnResult:
-    message_id = await _store(services, prepared, call, text, status="ok")
-    cost, baseline = price(services.settings, call)
-    model = call.model
-    services.metrics.record_turn(
-        model.name,
-        model.tier,
-        call.usage.prompt_tokens,
-        call.usage.completion_tokens,
-        cost,
-        baseline,
+    turn = prepared.turn
+    message_id = await store_turn(
+        services, prepared, calls, answer_by, text, _metadata(turn, moves, "ok")
     )
+    cost = baseline = Decimal(0)
+    for call in calls:
+        call_cost, call_baseline = price(services.settings, call)
+        cost, baseline = cost + call_cost, baseline + call_baseline
+        services.metrics.record_turn(
+            call.model.name,
+            call.model.tier,
+            call.usage.prompt_tokens,
+            call.usage.completion_tokens,
+            call_cost,
+            call_baseline,
+        )
+    final = calls[-1]
     result = TurnResult(
         conversation_id=prepared.conversation_id,
         message_id=message_id,
-        model=model.name,
-        tier=model.tier,
+        model=answer_by.name,
+        tier=answer_by.tier,
         text=text,
-        usage=call.usage,
-        cache=call.cache,
+        usage=final.usage,
+        cache=final.cache,
         cost_usd=cost,
         baseline_cost_usd=baseline,
         finish_reason=finish_reason,
+        intent=(
+            {
+                "label": turn.intent.label,
+                "confidence": round(turn.intent.confidence, 4),
+                "source": turn.intent.source,
+            }
+            if turn.intent
+            else None
+        ),
+        escalations=[m.as_dict() for m in moves],
+        passages=[{"source": p.source, "score": p.score} for p in turn.passages],
     )
     log.info(
         "turn.complete",
-        latency_ms=round(call.latency_s * 1000),
-        ttft_ms=None if call.ttft_s is None else round(call.ttft_s * 1000),
-        prompt_tokens=call.usage.prompt_tokens,
-        completion_tokens=call.usage.completion_tokens,
-        cache=call.cache,
+        model=answer_by.name,
+        tier=answer_by.tier,
+        latency_ms=round(final.latency_s * 1000),
+        ttft_ms=None if final.ttft_s is None else round(final.ttft_s * 1000),
+        prompt_tokens=final.usage.prompt_tokens,
+        completion_tokens=final.usage.completion_tokens,
+        cache=final.cache,
+        intent=result.intent["label"] if result.intent else None,
+        attempts=len(calls),
     )
-    await _fire(services, "on_turn_complete", turn=prepared.turn, result=result)
+    await fire(services, "on_turn_complete", turn=turn, result=result)
     return result
-
-
-async def _store(
-    services: Services, prepared: PreparedTurn, call: CallRecord, text: str, status: str
-) -> str:
-    """Write the user message, the answer and its ledger row in one transaction."""
-    for attempt in range(3):
-        try:
-            return await _store_once(services, prepared, call, text, status)
-        except IntegrityError:
-            # Another turn of the same conversation took our sequence numbers: retry.
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
-async def _store_once(
-    services: Services, prepared: PreparedTurn, call: CallRecord, text: str, status: str
-) -> str:
-    request, model = prepared.request, prepared.route.model
-    now = utcnow()
-    async with services.db.transaction() as session:
-        if prepared.is_new_conversation:
-            session.add(
-                Conversation(
-                    id=prepared.conversation_id,
-                    tenant_id=request.principal.tenant_id,
-                    title=request.text[:80],
-                    tier=model.tier,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            await session.flush()
-            seq = 0
-        else:
-            seq = await next_seq(session, prepared.conversation_id)
-            conversation = await session.get(Conversation, prepared.conversation_id)
-            if conversation is not None:
-                conversation.updated_at = now
-                conversation.tier = model.tier
-        session.add(
-            Message(
-                conversation_id=prepared.conversation_id,
-                seq=seq,
-                role="user",
-                content=request.text,
-                created_at=now,
-            )
-        )
-        answer = Message(
-            conversation_id=prepared.conversation_id,
-            seq=seq + 1,
-            role="assistant",
-            content=text,
-            model=model.name,
-            tier=model.tier,
-            intent=call.intent,
-            metadata_={"status": status, "request_id": request.request_id},
-            created_at=utcnow(),
-        )
-        session.add(answer)
-        await session.flush()
-        session.add(ledger_entry(services.settings, _with_status(call, status), answer.id))
-    return answer.id
-
-
-async def _record_failure(
-    services: Services, prepared: PreparedTurn, call: CallRecord, status: str
-) -> None:
-    """A failed call is still a ledger row (no message is stored for it)."""
-    try:
-        async with services.db.transaction() as session:
-            session.add(ledger_entry(services.settings, _with_status(call, status), None))
-    except Exception as exc:
-        log.error("ledger.write_failed", error=type(exc).__name__)
-
-
-def _with_status(call: CallRecord, status: str) -> CallRecord:
-    return call if status == call.status else replace(call, status=status)
-
-
-async def _fire(services: Services, hook_name: str, **kwargs: Any) -> None:
-    """Call an event hook on every plugin; a plugin that raises is logged and counted."""
-    hook = getattr(services.plugins.pm.hook, hook_name)
-    for impl in hook.get_hookimpls():
-        try:
-            outcome = impl.function(**{a: kwargs[a] for a in impl.argnames})
-            if inspect.isawaitable(outcome):
-                await outcome
-        except Exception as exc:
-            services.metrics.plugin_errors.labels(impl.plugin_name).inc()
-            log.error("plugin.error", plugin=impl.plugin_name, hook=hook_name, error=str(exc))

@@ -11,6 +11,7 @@ import pluggy
 import structlog
 
 from mvm_chat.cache import CacheBackend, create_cache
+from mvm_chat.chat.components import Components
 from mvm_chat.engines.base import Engine
 from mvm_chat.errors import ConfigError
 from mvm_chat.metrics import Metrics
@@ -50,12 +51,14 @@ class Services:
     engines: dict[str, Engine]
     plugins: PluginSet
     metrics: Metrics = field(default_factory=Metrics)
+    components: Components | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
     def build(cls, settings: Settings, plugins: PluginSet) -> Services:
+        """Engines, storage and cache, then every plugin component (which may use them)."""
         engines = build_engines(settings, plugins.pm)
-        return cls(
+        services = cls(
             settings=settings,
             db=Database(settings.database.url),
             cache=create_cache(
@@ -64,6 +67,8 @@ class Services:
             engines=engines,
             plugins=plugins,
         )
+        services.components = Components.build(plugins, settings, services, services.metrics)
+        return services
 
     async def start(self) -> None:
         for name, engine in self.engines.items():

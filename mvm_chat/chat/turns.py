@@ -68,6 +68,7 @@ class TurnResult:
     intent: dict[str, Any] | None = None
     escalations: list[dict[str, str]] = field(default_factory=list)
     handoff_id: str | None = None
+    passages: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def savings_usd(self) -> Decimal:
@@ -83,6 +84,7 @@ class TurnResult:
             "intent": self.intent,
             "escalations": self.escalations,
             "handoff_id": self.handoff_id,
+            "passages": self.passages,
             "cache": self.cache,
             "usage": {
                 "prompt_tokens": self.usage.prompt_tokens,

@@ -28,6 +28,8 @@ class CallRecord:
     status: str = "ok"
     intent: str | None = None
     escalation_reason: str | None = None
+    counts_baseline: bool = True
+    """False for an attempt that was escalated: the turn's baseline is booked once."""
 
 
 def baseline_cost(settings: Settings, usage: Usage) -> Decimal:
@@ -42,12 +44,13 @@ def price(settings: Settings, call: CallRecord) -> tuple[Decimal, Decimal]:
     """``(cost_usd, baseline_cost_usd)`` of a call; a cache hit costs nothing."""
     cost = (
         Decimal(0)
-        if call.cache == "hit"
+        if call.cache in ("hit", "skill")
         else call_cost(
             call.model, call.usage.prompt_tokens, call.usage.completion_tokens, call.latency_s
         )
     )
-    return cost, baseline_cost(settings, call.usage)
+    baseline = baseline_cost(settings, call.usage) if call.counts_baseline else Decimal(0)
+    return cost, baseline
 
 
 def ledger_entry(settings: Settings, call: CallRecord, message_id: str | None) -> LedgerEntry:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mvm_chat.errors import ConfigError
-from mvm_chat.plugins import engine_factories, load_plugins
+from mvm_chat.plugins import DEFAULT_PLUGINS, engine_factories, load_plugins
 from tests.support import mvm
 
 GOOD = '''
@@ -31,6 +31,7 @@ BAD_ARG = (
     "from mvm_chat import hookimpl\n\n@hookimpl\ndef on_turn_complete(turn, outcome):\n    pass\n"
 )
 BROKEN = "import no_such_module_anywhere\n"
+BUILTINS = {name.rsplit(".", 1)[-1] for name in DEFAULT_PLUGINS}
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def plugins_dir(tmp_path: Path) -> Path:
 
 def test_folder_plugins_load_and_bad_ones_are_rejected_by_name(plugins_dir: Path) -> None:
     plugins = load_plugins(plugins_dir)
-    assert set(plugins.sources) == {"engines", "good"}
+    assert set(plugins.sources) == BUILTINS | {"good"}
     errors = {e.name: e.error for e in plugins.load_errors}
     assert set(errors) == {"typo", "badarg", "broken"}
     assert "on_turn_completed" in errors["typo"] and "typo" in errors["typo"]
@@ -67,7 +68,7 @@ def test_load_plugins_limits_installed_plugins_but_keeps_builtins(
 ) -> None:
     monkeypatch.setenv("MVM_CHAT_LOAD_PLUGINS", "good")
     plugins = load_plugins(plugins_dir)
-    assert set(plugins.sources) == {"engines", "good"}
+    assert set(plugins.sources) == BUILTINS | {"good"}
     assert plugins.load_errors == []
 
 

@@ -1,0 +1,96 @@
+"""Step 7 and 8 of a turn: one call of one model, through the response cache."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from mvm_chat.cache import responses
+from mvm_chat.chat.services import Services
+from mvm_chat.engines.base import ChatMessage, Finished, GenerationRequest, TokenDelta, Usage
+from mvm_chat.settings import ModelSettings
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One model call as it happens; complete once ``finished`` is set."""
+
+    model: ModelSettings
+    cache: str = "miss"
+    pieces: list[str] = field(default_factory=list)
+    tokens: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    ttft_s: float | None = None
+    finished: Finished | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    @property
+    def latency_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def add(self, delta: TokenDelta) -> None:
+        if self.ttft_s is None:
+            self.ttft_s = time.perf_counter() - self.started
+        self.pieces.append(delta.text)
+        self.tokens += delta.tokens
+
+
+def request_for(
+    model: ModelSettings,
+    prompt: list[ChatMessage],
+    max_tokens: int | None,
+    temperature: float | None,
+) -> GenerationRequest:
+    return GenerationRequest(
+        messages=prompt,
+        max_tokens=max_tokens or model.max_tokens,
+        temperature=model.temperature if temperature is None else temperature,
+    )
+
+
+async def generate(
+    services: Services,
+    attempt: Attempt,
+    request: GenerationRequest,
+    tenant_id: str,
+    use_cache: bool,
+) -> AsyncGenerator[TokenDelta, None]:
+    """Stream one call's tokens into ``attempt`` (and to the caller); a cached answer when
+    the same tenant asked the same model the same prompt before."""
+    key = responses.response_key(tenant_id, attempt.model.name, request)
+    cached = None
+    if use_cache:
+        raw = await services.cache.get(key)
+        cached = responses.decode(raw) if raw is not None else None
+    attempt.cache = "bypass" if not use_cache else ("hit" if cached else "miss")
+    services.metrics.cache.labels(attempt.cache).inc()
+    if cached is not None:
+        delta = TokenDelta(cached.text, cached.usage.completion_tokens)
+        attempt.add(delta)
+        attempt.finished = Finished(cached.usage, "stop")
+        yield delta
+        return
+    engine = services.engines[attempt.model.name]
+    async with aclosing(engine.stream(request)) as stream:
+        async for event in stream:
+            if isinstance(event, TokenDelta):
+                attempt.add(event)
+                yield event
+            else:
+                attempt.finished = event
+    finished = attempt.finished
+    if use_cache and finished and attempt.text and finished.finish_reason in ("stop", "length"):
+        answer = responses.CachedAnswer(attempt.text, finished.usage)
+        await services.cache.set(key, responses.encode(answer), services.settings.chat.cache_ttl_s)
+
+
+def usage_of(attempt: Attempt, prompt_estimate: int) -> Usage:
+    """Exact usage of a finished call; for an interrupted one, what was generated so far."""
+    if attempt.finished is not None:
+        return attempt.finished.usage
+    return Usage(prompt_estimate, attempt.tokens)

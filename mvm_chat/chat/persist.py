@@ -1,0 +1,108 @@
+"""Step 10 of a turn: the user message, the answer and every call's ledger row, together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from mvm_chat.chat.services import Services
+from mvm_chat.chat.turns import PreparedTurn
+from mvm_chat.ledger.ledger import CallRecord, ledger_entry
+from mvm_chat.settings import ModelSettings
+from mvm_chat.store.conversations import next_seq
+from mvm_chat.store.models import Conversation, Message, utcnow
+
+log = structlog.get_logger(__name__)
+
+
+async def store_turn(
+    services: Services,
+    prepared: PreparedTurn,
+    calls: list[CallRecord],
+    answer_by: ModelSettings,
+    text: str,
+    metadata: dict[str, Any],
+) -> str:
+    """Write the turn in one transaction; returns the answer's message id.
+
+    ``calls`` are all the model calls the turn made (escalated attempts included), each a
+    ledger row pointing at the answer.
+    """
+    for attempt in range(3):
+        try:
+            return await _store_once(services, prepared, calls, answer_by, text, metadata)
+        except IntegrityError:
+            # Another turn of the same conversation took our sequence numbers: try again.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _store_once(
+    services: Services,
+    prepared: PreparedTurn,
+    calls: list[CallRecord],
+    answer_by: ModelSettings,
+    text: str,
+    metadata: dict[str, Any],
+) -> str:
+    request = prepared.request
+    intent = prepared.turn.intent.label if prepared.turn.intent else None
+    now = utcnow()
+    async with services.db.transaction() as session:
+        if prepared.is_new_conversation:
+            session.add(
+                Conversation(
+                    id=prepared.conversation_id,
+                    tenant_id=request.principal.tenant_id,
+                    title=request.text[:80],
+                    tier=answer_by.tier,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await session.flush()
+            seq = 0
+        else:
+            seq = await next_seq(session, prepared.conversation_id)
+            conversation = await session.get(Conversation, prepared.conversation_id)
+            if conversation is not None:
+                conversation.updated_at = now
+                conversation.tier = answer_by.tier
+        session.add(
+            Message(
+                conversation_id=prepared.conversation_id,
+                seq=seq,
+                role="user",
+                content=request.text,
+                intent=intent,
+                created_at=now,
+            )
+        )
+        answer = Message(
+            conversation_id=prepared.conversation_id,
+            seq=seq + 1,
+            role="assistant",
+            content=text,
+            model=answer_by.name,
+            tier=answer_by.tier,
+            intent=intent,
+            metadata_={"request_id": request.request_id, **metadata},
+            created_at=utcnow(),
+        )
+        session.add(answer)
+        await session.flush()
+        for call in calls:
+            session.add(ledger_entry(services.settings, call, answer.id))
+    return answer.id
+
+
+async def record_failure(services: Services, call: CallRecord) -> None:
+    """A failed call is still a ledger row (no message is stored for it)."""
+    try:
+        async with services.db.transaction() as session:
+            session.add(ledger_entry(services.settings, call, None))
+    except Exception as exc:
+        log.error("ledger.write_failed", error=type(exc).__name__)
