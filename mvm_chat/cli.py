@@ -307,3 +307,7 @@ def _plugins_dir_arg(argv: list[str]) -> str | None:
             return arg.split("=", 1)[1]
     return None
 
+
+from mvm_chat.cli_kb import kb  # noqa: E402
+
+cli.add_command(kb)

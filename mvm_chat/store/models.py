@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -140,3 +141,46 @@ class LedgerEntry(Base):
     baseline_cost_usd: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
     escalation_reason: Mapped[str | None] = mapped_column(String(500), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KbDocument(Base):
+    """A file ingested into the knowledge base; ``tenant_id`` None means shared by all tenants."""
+
+    __tablename__ = "kb_documents"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "source", name="uq_kb_documents_tenant_source"),
+        # NULLs are distinct in a unique constraint: shared documents need their own index.
+        Index(
+            "uq_kb_documents_shared_source",
+            "source",
+            unique=True,
+            sqlite_where=text("tenant_id IS NULL"),
+            postgresql_where=text("tenant_id IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), default=None
+    )
+    source: Mapped[str] = mapped_column(String(1024))
+    title: Mapped[str] = mapped_column(String(500), default="")
+    content_hash: Mapped[str] = mapped_column(String(64))
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KbChunk(Base):
+    """A passage of a knowledge-base document, indexed for full-text search."""
+
+    __tablename__ = "kb_chunks"
+    __table_args__ = (Index("ix_kb_chunks_document_seq", "document_id", "seq", unique=True),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    document_id: Mapped[str] = mapped_column(ForeignKey("kb_documents.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    heading: Mapped[str] = mapped_column(String(500), default="")
+    text: Mapped[str] = mapped_column(Text)
