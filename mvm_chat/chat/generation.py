@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -21,6 +22,7 @@ class Attempt:
     cache: str = "miss"
     pieces: list[str] = field(default_factory=list)
     tokens: int = 0
+    logprobs: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     ttft_s: float | None = None
     finished: Finished | None = None
@@ -38,6 +40,15 @@ class Attempt:
             self.ttft_s = time.perf_counter() - self.started
         self.pieces.append(delta.text)
         self.tokens += delta.tokens
+        self.logprobs.extend(delta.logprobs)
+
+    @property
+    def confidence(self) -> float | None:
+        """The geometric-mean token probability of the answer, when the engine reports
+        token log-probabilities."""
+        if not self.logprobs:
+            return None
+        return math.exp(sum(self.logprobs) / len(self.logprobs))
 
 
 def request_for(

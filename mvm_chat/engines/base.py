@@ -25,6 +25,9 @@ class GenerationRequest:
     max_tokens: int = 256
     temperature: float = 0.2
     stop: list[str] = field(default_factory=list)
+    choices: tuple[str, ...] = ()
+    """When set, the answer is exactly one of these strings (constrained decoding); an engine
+    that cannot constrain its output raises :class:`~mvm_chat.errors.EngineError`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,8 @@ class TokenDelta:
 
     text: str
     tokens: int = 1
+    logprobs: tuple[float, ...] = ()
+    """The natural-log probability of each token, where the engine reports them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,9 @@ import asyncio
 import codecs
 import contextlib
 import importlib.util
+import json
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,9 @@ class LlamaCppEngine:
         self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._depth = 0
+        self._n_vocab = 0
+        self._grammars: dict[tuple[str, ...], Any] = {}
+        self._vocab_text: list[str] | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -89,6 +93,7 @@ class LlamaCppEngine:
         if self._llama is not None:
             return
         self._llama, self._formatter = await asyncio.to_thread(self._load, self._path)
+        self._n_vocab = int(self._llama.n_vocab())
         self._worker = asyncio.create_task(self._work(), name=f"llamacpp:{self.config.name}")
 
     def _load(self, path: Path) -> tuple[Any, Any]:
@@ -199,6 +204,8 @@ class LlamaCppEngine:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text = ""
         sent = emitted = generated = 0
+        logprobs: list[float] = []
+        allowed = self._choice_steps(request.choices)
         finish = "length"
         holdback = max((len(s) for s in stops), default=0)
         for token in llama.generate(
@@ -207,8 +214,9 @@ class LlamaCppEngine:
             top_k=40,
             top_p=0.95,
             min_p=0.05,
-            repeat_penalty=1.1,
+            repeat_penalty=1.0 if request.choices else 1.1,
             reset=True,
+            grammar=self._grammar(request.choices),
         ):
             if job.cancelled.is_set():
                 finish = "cancelled"
@@ -217,6 +225,7 @@ class LlamaCppEngine:
                 finish = "stop"
                 break
             generated += 1
+            logprobs.append(self._logprob(token, allowed(text)))
             text += decoder.decode(llama.detokenize([token]))
             cut = _find_stop(text, stops)
             if cut is not None:
@@ -225,14 +234,61 @@ class LlamaCppEngine:
                 break
             safe = len(text) - holdback
             if safe > sent:
-                job.emit(TokenDelta(text[sent:safe], generated - emitted))
+                job.emit(
+                    TokenDelta(
+                        text[sent:safe], generated - emitted, tuple(logprobs[emitted:generated])
+                    )
+                )
                 sent, emitted = safe, generated
             if generated >= budget:
                 break
         text += decoder.decode(b"", final=True) if finish == "length" else ""
         if len(text) > sent or generated > emitted:
-            job.emit(TokenDelta(text[sent:], generated - emitted))
+            job.emit(TokenDelta(text[sent:], generated - emitted, tuple(logprobs[emitted:])))
         return Finished(Usage(len(prompt), generated), finish)
+
+    def _logprob(self, token: int, among: list[int]) -> float:
+        """The log-probability the model gave ``token``, from the logits it was sampled from;
+        renormalised over ``among`` (the tokens a constrained answer allowed) when given."""
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(self._llama._ctx.get_logits(), shape=(self._n_vocab,))
+        if among and token in among:
+            logits = logits[among]
+            token = among.index(token)
+        top = float(logits.max())
+        return float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
+
+    def _choice_steps(self, choices: tuple[str, ...]) -> Callable[[str], list[int]]:
+        """For a constrained answer: given the text so far, every token that continues one of
+        ``choices`` (what the grammar allows); always empty when unconstrained."""
+        if not choices:
+            return lambda _text: []
+        if self._vocab_text is None:
+            self._vocab_text = [
+                self._llama.detokenize([t]).decode("utf-8", "ignore") for t in range(self._n_vocab)
+            ]
+        vocab = self._vocab_text
+
+        def allowed(text: str) -> list[int]:
+            rests = [c[len(text) :] for c in choices if c.startswith(text)]
+            prefixes = {rest[:k] for rest in rests for k in range(1, len(rest) + 1)}
+            return [t for t, piece in enumerate(vocab) if piece and piece in prefixes]
+
+        return allowed
+
+    def _grammar(self, choices: tuple[str, ...]) -> Any:
+        """A GBNF grammar allowing exactly one of ``choices`` (cached), or None."""
+        if not choices:
+            return None
+        if choices not in self._grammars:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            alternatives = " | ".join(json.dumps(c) for c in choices)
+            self._grammars[choices] = LlamaGrammar.from_string(
+                f"root ::= {alternatives}", verbose=False
+            )
+        return self._grammars[choices]
 
     async def health(self) -> EngineHealth:
         if self._llama is None:

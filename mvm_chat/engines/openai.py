@@ -83,6 +83,8 @@ class OpenAIEngine:
         return body
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
+        if request.choices:
+            raise EngineError(f"model {self.config.name}: constrained choices are not supported")
         self._inflight += 1
         try:
             async for event in self._stream(request):

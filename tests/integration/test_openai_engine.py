@@ -89,6 +89,12 @@ async def test_streams_tokens_from_the_server(engine: OpenAIEngine) -> None:
     assert engine.queue_depth == 0
 
 
+async def test_constrained_choices_are_refused(engine: OpenAIEngine) -> None:
+    request = GenerationRequest(messages=REQUEST.messages, choices=("a", "b"))
+    with pytest.raises(EngineError):
+        [event async for event in engine.stream(request)]
+
+
 async def test_health(engine: OpenAIEngine) -> None:
     assert (await engine.health()).ok
 

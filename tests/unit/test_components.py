@@ -191,3 +191,17 @@ def test_next_tier_up_skips_tiers_without_models_and_never_reaches_human() -> No
     )
     assert next_tier_up(settings, "local") == "api"
     assert next_tier_up(settings, "api") is None
+
+
+async def test_llm_zero_shot_classifier_answers_with_a_configured_label() -> None:
+    settings = Settings(
+        plugins={"llm_intents": {"labels": ["card_arrival", "close_account", "exchange_rate"]}}
+    )
+    [component] = register_from(load_plugins(), "intent_classifier", settings)
+    assert component.name == "llm"
+    prediction = await component.obj.classify(_turn("Please close my account for good."))
+    # the 135M model's judgement is its own; the mechanism is what is tested here
+    assert prediction.label in ("card_arrival", "close_account", "exchange_rate")
+    assert prediction.source == "llm"
+    assert 0 < prediction.confidence <= 1
+    await component.obj.engine.close()

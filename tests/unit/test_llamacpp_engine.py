@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
@@ -127,3 +128,33 @@ async def test_health_and_model_info(engine: LlamaCppEngine) -> None:
     info = await engine.model_info()
     assert info["architecture"] == "llama"
     assert 100_000_000 < info["parameters"] < 200_000_000
+
+
+async def test_choices_constrain_the_answer_and_report_its_probability(
+    engine: LlamaCppEngine,
+) -> None:
+    labels = ("card_arrival", "close_account", "exchange_rate")
+    for text in ("I want to close my account", "What is the euro exchange rate today?"):
+        request = GenerationRequest(
+            messages=[ChatMessage("system", "Reply with one category."), ChatMessage("user", text)],
+            max_tokens=16,
+            temperature=0.0,
+            choices=labels,
+        )
+        pieces, logprobs = [], []
+        async for event in engine.stream(request):
+            if isinstance(event, TokenDelta):
+                pieces.append(event.text)
+                logprobs.extend(event.logprobs)
+        assert "".join(pieces) in labels
+        assert all(lp <= 0 for lp in logprobs) and logprobs
+        assert 0 < math.exp(sum(logprobs)) <= 1
+
+
+async def test_free_text_reports_a_logprob_per_token(engine: LlamaCppEngine) -> None:
+    logprobs: list[float] = []
+    async for event in engine.stream(_ask("Say hi.", 6)):
+        if isinstance(event, TokenDelta):
+            assert len(event.logprobs) == event.tokens
+            logprobs.extend(event.logprobs)
+    assert logprobs and all(lp <= 0 for lp in logprobs)
