@@ -120,6 +120,8 @@ class ConversationController(Controller):
                     created_at=_iso(m.created_at),
                     model=m.model,
                     tier=m.tier,
+                    intent=m.intent,
+                    passages=list((m.metadata_ or {}).get("passages", [])),
                 )
                 for m in messages
             ],

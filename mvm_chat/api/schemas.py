@@ -81,6 +81,9 @@ class StoredMessage(msgspec.Struct, kw_only=True):
     created_at: str
     model: str | None
     tier: str | None
+    intent: str | None = None
+    passages: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    """Sources and scores of the passages the answer was given."""
 
 
 class ConversationDetail(msgspec.Struct, kw_only=True):

@@ -183,3 +183,24 @@ def test_a_raising_plugin_does_not_break_the_chat(broken_server: Server) -> None
     assert 'mvm_plugin_errors_total{plugin="exploding"}' in metrics
     log = broken_server.log.read_text()
     assert "classifier blew up" in log and '"plugin": "exploding"' in log
+
+
+def test_passages_from_the_knowledge_base_reach_prompt_reply_and_stored_message(
+    tmp_path: Path,
+) -> None:
+    faq = tmp_path / "faq.md"
+    faq.write_text("# Lost card\n\nIf your card is lost, freeze it in the app under Cards.\n")
+    server = Server(tmp_path / "kb-server", MODEL_TOML)
+    mvm(server.workdir, "kb", "add", str(faq), env=server.env)
+    server.start()
+    try:
+        key = server.key("acme")
+        reply = _ask(server, key, "I lost my card, what should I do?")
+        assert reply["mvm"]["passages"][0]["source"].startswith(str(faq))
+        conversation = httpx.get(
+            f"{server.url}/v1/conversations/{reply['mvm']['conversation_id']}",
+            headers={"Authorization": f"Bearer {key}"},
+        ).json()
+        assert conversation["messages"][1]["passages"] == reply["mvm"]["passages"]
+    finally:
+        server.stop()
