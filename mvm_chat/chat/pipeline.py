@@ -148,9 +148,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
             )
             raise
         if hold and len(calls) < settings.routing.max_escalations:
-            escalation = await after_generation(
-                components, turn, attempt.text, attempt.confidence
-            )
+            escalation = await after_generation(components, turn, attempt.text, attempt.confidence)
             moved = apply(settings, route, escalation) if escalation else None
             if escalation is not None and moved is not None:
                 calls.append(
