@@ -3,7 +3,9 @@ and a broken plugin that must not break the chat."""
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -202,5 +204,69 @@ def test_passages_from_the_knowledge_base_reach_prompt_reply_and_stored_message(
             headers={"Authorization": f"Bearer {key}"},
         ).json()
         assert conversation["messages"][1]["passages"] == reply["mvm"]["passages"]
+    finally:
+        server.stop()
+
+
+JUDGE = """
+from mvm_chat import Escalation, hookimpl
+
+class Judge:
+    name = "judge"
+    seen = []
+
+    def after_generation(self, turn, reply_text, confidence):
+        if turn.metadata["tier"] == "local":
+            assert 0 < confidence <= 1
+            return Escalation("gpu", "the small model's answer was not good enough")
+        return None
+
+@hookimpl
+def register_escalation_policies(register):
+    register(Judge())
+"""
+
+
+def test_after_generation_policy_holds_back_and_regenerates_one_tier_up(
+    tutorial_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "judge.py").write_text(JUDGE)
+    server = Server(
+        tmp_path,
+        tutorial_files()["mvm_chat.toml"],
+        env={"MVM_CHAT_PLUGINS_DIR": str(tmp_path / "plugins")},
+    )
+    server.start()
+    try:
+        key = server.key("acme")
+        conversation_id = httpx.post(
+            f"{server.url}/v1/conversations", json={}, headers={"Authorization": f"Bearer {key}"}
+        ).json()["id"]
+        with httpx.stream(
+            "POST",
+            f"{server.url}/v1/conversations/{conversation_id}/messages",
+            json={"content": "Tell me about savings accounts.", "stream": True},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=120,
+        ) as response:
+            frames = [
+                json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")
+            ]
+        kinds = [f["type"] for f in frames]
+        assert kinds == ["routing", "token", "done"], "the answer is held back, then sent whole"
+        mvm_ = frames[-1]["mvm"]
+        assert (mvm_["model"], mvm_["tier"]) == ("bigger", "gpu")
+        assert mvm_["escalations"] == [
+            {"from": "local", "to": "gpu", "reason": "the small model's answer was not good enough"}
+        ]
+        with sqlite3.connect(server.workdir / "var" / "mvm_chat.db") as db:
+            rows = db.execute(
+                "SELECT attempt, model, status, escalation_reason, baseline_cost_usd "
+                "FROM ledger_entries WHERE conversation_id = ? ORDER BY attempt",
+                (conversation_id,),
+            ).fetchall()
+        assert [r[:3] for r in rows] == [(0, "smollm2-135m", "escalated"), (1, "bigger", "ok")]
+        assert rows[0][3] == rows[1][3] == "the small model's answer was not good enough"
     finally:
         server.stop()
