@@ -75,6 +75,8 @@ class ModelSettings(_Section):
     threads: int = 0
     max_tokens: int = 256
     temperature: float = 0.2
+    metrics_interval_s: float = 5.0
+    """``sglang``: seconds between scrapes of the server's ``/metrics``; 0 turns scraping off."""
 
 
 class RoutingSettings(_Section):

@@ -1,4 +1,4 @@
-"""Registers the built-in engine kinds: ``llamacpp`` and ``openai``."""
+"""Registers the built-in engine kinds: ``llamacpp``, ``openai`` and ``sglang``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,14 @@ def _openai(config: ModelSettings) -> Any:
     return OpenAIEngine(config)
 
 
+def _sglang(config: ModelSettings) -> Any:
+    from mvm_chat.engines.sglang import SglangEngine
+
+    return SglangEngine(config)
+
+
 @hookimpl(trylast=True)
 def register_engines(register: Callable[[str, Callable[..., Any]], None]) -> None:
     register("llamacpp", _llamacpp)
     register("openai", _openai)
+    register("sglang", _sglang)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -14,9 +13,17 @@ from mvm_chat.engines.base import (
     Finished,
     GenerationRequest,
     StreamEvent,
-    TokenDelta,
     Usage,
     estimate_tokens,
+)
+from mvm_chat.engines.openai_wire import (
+    checked,
+    choices_of,
+    delta_of,
+    parse_chunk,
+    status_problem,
+    transport_error,
+    usage_of,
 )
 from mvm_chat.errors import ConfigError, EngineError
 from mvm_chat.settings import ModelSettings
@@ -26,6 +33,8 @@ class OpenAIEngine:
     """Chat completions from an OpenAI-compatible ``base_url`` (which includes ``/v1``)."""
 
     kind = "openai"
+    supports_choices = False
+    """Whether the server can constrain an answer to ``GenerationRequest.choices``."""
 
     def __init__(self, config: ModelSettings) -> None:
         if not config.base_url:
@@ -83,7 +92,7 @@ class OpenAIEngine:
         return body
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
-        if request.choices:
+        if request.choices and not self.supports_choices:
             raise EngineError(f"model {self.config.name}: constrained choices are not supported")
         self._inflight += 1
         try:
@@ -93,19 +102,19 @@ class OpenAIEngine:
             self._inflight -= 1
 
     async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
+        name = self.config.name
         usage: Usage | None = None
         finish_reason: str | None = None
         completed = False
-        pieces = 0
+        answer: list[str] = []
+        generated = 0
         try:
             async with self.client.stream(
                 "POST", "chat/completions", json=self._body(request)
             ) as response:
                 if response.status_code != 200:
                     await response.aread()
-                    raise EngineError(
-                        f"model {self.config.name}: upstream answered HTTP {response.status_code}"
-                    )
+                    raise EngineError(status_problem(name, response))
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -113,28 +122,25 @@ class OpenAIEngine:
                     if data == "[DONE]":
                         completed = True
                         break
-                    chunk = _parse_chunk(data, self.config.name)
+                    chunk = parse_chunk(data, name)
                     if chunk.get("usage"):
-                        usage = _usage(chunk["usage"])
-                    for choice in chunk.get("choices") or []:
-                        text = (choice.get("delta") or {}).get("content") or ""
-                        if text:
-                            pieces += 1
-                            yield TokenDelta(text)
+                        usage = usage_of(chunk["usage"])
+                    for choice in choices_of(chunk, name):
+                        delta = delta_of(choice, name)
+                        if delta is not None:
+                            answer.append(delta.text)
+                            generated += delta.tokens
+                            yield delta
                         if choice.get("finish_reason"):
                             finish_reason = str(choice["finish_reason"])
-        except httpx.TimeoutException:
-            raise EngineError(f"model {self.config.name}: upstream timed out") from None
         except httpx.HTTPError as exc:
-            raise EngineError(
-                f"model {self.config.name}: upstream unreachable ({type(exc).__name__})"
-            ) from None
+            raise transport_error(name, exc) from None
         if not completed and finish_reason is None:
-            raise EngineError(f"model {self.config.name}: upstream stream ended early")
+            raise EngineError(f"model {name}: upstream stream ended early")
+        reason = checked(name, request.choices, "".join(answer), finish_reason or "stop")
         # Servers that ignore stream_options.include_usage (llama-cpp-python's, for one) send
-        # no usage: count the streamed pieces and estimate the prompt at ~4 characters a token.
-        usage = usage or Usage(estimate_tokens(request.messages), pieces)
-        yield Finished(usage, finish_reason or "stop")
+        # no usage: count the streamed tokens and estimate the prompt at ~4 characters a token.
+        yield Finished(usage or Usage(estimate_tokens(request.messages), generated), reason)
 
     async def health(self) -> EngineHealth:
         try:
@@ -147,22 +153,3 @@ class OpenAIEngine:
 
     async def model_info(self) -> dict[str, Any]:
         return {"engine": self.kind, "upstream_model": self.upstream_model}
-
-
-def _parse_chunk(data: str, name: str) -> dict[str, Any]:
-    try:
-        chunk = json.loads(data)
-    except json.JSONDecodeError:
-        raise EngineError(f"model {name}: upstream sent a malformed stream chunk") from None
-    if not isinstance(chunk, dict):
-        raise EngineError(f"model {name}: upstream sent a malformed stream chunk")
-    if "error" in chunk:
-        raise EngineError(f"model {name}: upstream reported an error mid-stream")
-    return chunk
-
-
-def _usage(raw: Any) -> Usage:
-    try:
-        return Usage(int(raw.get("prompt_tokens", 0)), int(raw.get("completion_tokens", 0)))
-    except (AttributeError, TypeError, ValueError):
-        return Usage()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ BAD_ARG = (
 )
 BROKEN = "import no_such_module_anywhere\n"
 BUILTINS = {name.rsplit(".", 1)[-1] for name in DEFAULT_PLUGINS}
+INSTALLED = {ep.name for ep in entry_points(group="mvm_chat")}
 
 
 @pytest.fixture
@@ -47,14 +49,14 @@ def plugins_dir(tmp_path: Path) -> Path:
 
 def test_folder_plugins_load_and_bad_ones_are_rejected_by_name(plugins_dir: Path) -> None:
     plugins = load_plugins(plugins_dir)
-    assert set(plugins.sources) == BUILTINS | {"good"}
+    assert set(plugins.sources) == BUILTINS | INSTALLED | {"good"}
     errors = {e.name: e.error for e in plugins.load_errors}
     assert set(errors) == {"typo", "badarg", "broken"}
     assert "on_turn_completed" in errors["typo"] and "typo" in errors["typo"]
     assert "on_turn_complete" in errors["badarg"] and "outcome" in errors["badarg"]
     assert "no_such_module_anywhere" in errors["broken"]
     assert plugins.pm.get_plugin("typo") is None
-    assert set(engine_factories(plugins.pm)) == {"llamacpp", "openai", "echo"}
+    assert set(engine_factories(plugins.pm)) == {"llamacpp", "openai", "sglang", "echo"}
 
 
 def test_strict_plugins_refuse_to_load(plugins_dir: Path) -> None:
