@@ -85,6 +85,10 @@ class RoutingSettings(_Section):
     max_escalations: int = 2
     calm_turns_to_step_down: int = 3
     intent_floors: dict[str, str] = msgspec.field(default_factory=dict)
+    breaker_failures: int = 3
+    """Consecutive failed calls that open a model's circuit breaker."""
+    breaker_cooldown_s: float = 30.0
+    """Seconds an open breaker waits before it lets one trial call through."""
 
 
 class IntentSettings(_Section):

@@ -30,6 +30,7 @@ class AdminController(Controller):
                     "healthy": health.ok,
                     "detail": health.detail,
                     "queue_depth": engine.queue_depth,
+                    "breaker": services.breakers.of(model.name).state,
                     "info": await engine.model_info(),
                 }
             )

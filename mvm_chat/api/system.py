@@ -35,7 +35,11 @@ async def readyz(services: Services) -> Response[dict[str, Any]]:
     for name, engine in services.engines.items():
         try:
             health = await asyncio.wait_for(engine.health(), READY_TIMEOUT_S)
-            checks[f"engine:{name}"] = {"ok": health.ok, "detail": health.detail}
+            checks[f"engine:{name}"] = {
+                "ok": health.ok,
+                "detail": health.detail,
+                "breaker": services.breakers.of(name).state,
+            }
         except Exception as exc:
             checks[f"engine:{name}"] = {"ok": False, "detail": type(exc).__name__}
     ready = all(c["ok"] for c in checks.values())

@@ -59,6 +59,7 @@ async def _store_once(
                     tenant_id=request.principal.tenant_id,
                     title=request.text[:80],
                     tier=answer_by.tier,
+                    metadata_={"routing": prepared.routing.as_metadata()},
                     created_at=now,
                     updated_at=now,
                 )
@@ -71,6 +72,10 @@ async def _store_once(
             if conversation is not None:
                 conversation.updated_at = now
                 conversation.tier = answer_by.tier
+                conversation.metadata_ = {
+                    **(conversation.metadata_ or {}),
+                    "routing": prepared.routing.as_metadata(),
+                }
         session.add(
             Message(
                 conversation_id=prepared.conversation_id,

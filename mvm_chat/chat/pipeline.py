@@ -39,6 +39,7 @@ async def prepare_turn(services: Services, request: TurnRequest) -> PreparedTurn
     """
     route = router.choose(services.settings, request.model)
     history: list[ChatMessage] = []
+    routing = router.RoutingState()
     conversation_id = request.conversation_id
     if conversation_id is not None:
         async with services.db.session() as session:
@@ -47,6 +48,7 @@ async def prepare_turn(services: Services, request: TurnRequest) -> PreparedTurn
             )
             if conversation is None:
                 raise NotFound(f"conversation {conversation_id!r} not found")
+            routing = router.RoutingState.from_metadata(conversation.metadata_)
             stored = await list_messages(
                 session, conversation_id, last=services.settings.chat.history_messages
             )
@@ -65,6 +67,7 @@ async def prepare_turn(services: Services, request: TurnRequest) -> PreparedTurn
         route=route,
         prompt=prompt,
         turn=turn,
+        routing=routing,
     )
 
 
@@ -103,10 +106,25 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
     turn.passages = await retrieve(components, turn, settings.retrieval)
     prompt = with_passages(prepared.prompt, turn.passages)
     route, moves = prepared.route, list[Move]()
-    if request.model == router.AUTO:
-        route, moves, raised = await before_generation(components, settings, turn, route)
+    auto = request.model == router.AUTO
+    routing = prepared.routing
+    escalated_to: str | None = None
+    if auto:
+        label = turn.intent.label if turn.intent else None
+        route, steps, routing = router.auto_route(settings, routing, label, services.load())
+        moves += [Move(*step) for step in steps]
+        route, policy_moves, raised = await before_generation(components, settings, turn, route)
+        moves += policy_moves
+        escalated_to = route.tier if policy_moves else None
         for raised_escalation in raised:
             await _escalated(services, turn, raised_escalation)
+        if not services.breakers.available(route.model.name):
+            target = router.fallback(settings, route.model, services.load())
+            if target is not None:
+                moves.append(Move(route.tier, target.tier, f"unavailable: {route.tier}"))
+                route = router.Route(target, moves[-1].reason)
+    for move in moves:
+        log.info("turn.route", source=move.source, target=move.target, reason=move.reason)
     structlog.contextvars.bind_contextvars(model=route.model.name, tier=route.tier)
     yield Routed(prepared.conversation_id, route.model.name, route.tier, route.reason)
 
@@ -117,6 +135,9 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
     while True:
         attempt = Attempt(route.model)
         generation = request_for(route.model, prompt, request.max_tokens, request.temperature)
+        breaker = services.breakers.of(route.model.name)
+        breaker.begin()
+        streamed = False
         try:
             async with aclosing(
                 generate(
@@ -125,12 +146,39 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
             ) as stream:
                 async for delta in stream:
                     if not hold:
+                        streamed = True
                         yield delta
-        except EngineError:
+        except EngineError as exc:
+            breaker.failed()
             services.metrics.engine_errors.labels(route.model.name, route.tier).inc()
-            call = _call(prepared, attempt, len(calls), "error", reason, prompt_estimate)
-            await record_failure(services, call)
-            raise
+            calls.append(
+                _call(
+                    prepared,
+                    attempt,
+                    len(calls),
+                    "error",
+                    reason,
+                    prompt_estimate,
+                    counts_baseline=False,
+                )
+            )
+            # Fall back only for "auto", and only while nothing of this answer has been sent.
+            target = (
+                None
+                if streamed or not auto
+                else router.fallback(settings, route.model, services.load())
+            )
+            if target is None:
+                for call in calls:
+                    await record_failure(services, call)
+                raise
+            move = Move(route.tier, target.tier, f"error: {exc.detail}")
+            moves.append(move)
+            reason = move.reason
+            services.metrics.escalations.labels("error").inc()
+            log.warning("turn.fallback", source=move.source, target=move.target, reason=move.reason)
+            route = router.Route(target, move.reason)
+            continue
         except (GeneratorExit, asyncio.CancelledError):
             # The client went away mid-stream: keep and bill what was generated, once.
             calls.append(
@@ -147,6 +195,9 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                 )
             )
             raise
+        breaker.succeeded()
+        if attempt.cache == "miss":
+            services.observe_latency(route.model.name, attempt.latency_s)
         if hold and len(calls) < settings.routing.max_escalations:
             escalation = await after_generation(components, turn, attempt.text, attempt.confidence)
             moved = apply(settings, route, escalation) if escalation else None
@@ -165,6 +216,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                 route, move = moved
                 moves.append(move)
                 reason = escalation.reason
+                escalated_to = route.tier
                 await _escalated(services, turn, escalation)
                 continue
         calls.append(_call(prepared, attempt, len(calls), "ok", reason, prompt_estimate))
@@ -172,6 +224,10 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
     if hold:
         yield TokenDelta(attempt.text, attempt.tokens)
     finish_reason = attempt.finished.finish_reason if attempt.finished else "stop"
+    if auto:
+        prepared.routing = routing.after_turn(
+            escalated_to, turn.intent.label if turn.intent else None
+        )
     yield await _finish(services, prepared, calls, route.model, attempt.text, moves, finish_reason)
 
 

@@ -11,7 +11,9 @@ import pluggy
 import structlog
 
 from mvm_chat.cache import CacheBackend, create_cache
+from mvm_chat.chat.breakers import Breakers
 from mvm_chat.chat.components import Components
+from mvm_chat.chat.router import Load
 from mvm_chat.engines.base import Engine
 from mvm_chat.errors import ConfigError
 from mvm_chat.metrics import Metrics
@@ -53,6 +55,23 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     components: Components | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    breakers: Breakers = field(default_factory=Breakers)
+    latency_s: dict[str, float] = field(default_factory=dict)
+    """Per model, a moving average of a call's duration (for the predicted wait)."""
+
+    def observe_latency(self, model: str, seconds: float) -> None:
+        previous = self.latency_s.get(model)
+        self.latency_s[model] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+
+    def load(self) -> Load:
+        """Breakers, queue depths and predicted waits, as the router reads them."""
+        return Load(
+            available=lambda m: self.breakers.available(m.name),
+            queue_depth=lambda m: self.engines[m.name].queue_depth,
+            predicted_wait_s=lambda m: (
+                self.engines[m.name].queue_depth * self.latency_s.get(m.name, 0.0)
+            ),
+        )
 
     @classmethod
     def build(cls, settings: Settings, plugins: PluginSet) -> Services:
@@ -66,6 +85,9 @@ class Services:
             ),
             engines=engines,
             plugins=plugins,
+            breakers=Breakers(
+                settings.routing.breaker_failures, settings.routing.breaker_cooldown_s
+            ),
         )
         services.components = Components.build(plugins, settings, services, services.metrics)
         return services

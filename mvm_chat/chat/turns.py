@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from mvm_chat.chat.router import Route
+from mvm_chat.chat.router import Route, RoutingState
 from mvm_chat.engines.base import ChatMessage, TokenDelta, Usage
 from mvm_chat.ledger.pricing import show
 from mvm_chat.store.keys import Principal
@@ -39,6 +39,8 @@ class PreparedTurn:
     route: Route
     prompt: list[ChatMessage]
     turn: Turn
+    routing: RoutingState = field(default_factory=RoutingState)
+    """The conversation's routing memory; updated by the turn, stored with it."""
 
 
 @dataclass(frozen=True, slots=True)
