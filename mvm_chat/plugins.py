@@ -27,6 +27,7 @@ DEFAULT_PLUGINS = (
     "mvm_chat.default_plugins.keyword_intents",
     "mvm_chat.default_plugins.llm_intents",
     "mvm_chat.default_plugins.escalation_policies",
+    "mvm_chat.default_plugins.answer_checks",
     "mvm_chat.default_plugins.kb_search",
 )
 ENTRY_POINT_GROUP = "mvm_chat"

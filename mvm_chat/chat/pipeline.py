@@ -199,6 +199,9 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
         if attempt.cache == "miss":
             services.observe_latency(route.model.name, attempt.latency_s)
         if hold and len(calls) < settings.routing.max_escalations:
+            turn.metadata.update(
+                tier=route.tier, model=route.model.name, answer_logprobs=list(attempt.logprobs)
+            )
             escalation = await after_generation(components, turn, attempt.text, attempt.confidence)
             moved = apply(settings, route, escalation) if escalation else None
             if escalation is not None and moved is not None:
