@@ -16,9 +16,16 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from mvm_chat import __version__
 from mvm_chat.api.admin import AdminController
-from mvm_chat.api.auth import OPEN_PATHS, BearerAuthMiddleware, admin_guard, client_guard
+from mvm_chat.api.auth import (
+    OPEN_PATHS,
+    BearerAuthMiddleware,
+    admin_guard,
+    agent_guard,
+    client_guard,
+)
 from mvm_chat.api.chat import ConversationController
 from mvm_chat.api.errors import handle_exception
+from mvm_chat.api.handoffs import HandoffController
 from mvm_chat.api.middleware import RequestContextMiddleware
 from mvm_chat.api.openai_compat import chat_completions, list_models
 from mvm_chat.api.system import healthz, metrics, readyz
@@ -72,9 +79,15 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
     admin = Router(
         path="/", route_handlers=[AdminController], guards=[admin_guard], security=[{"bearer": []}]
     )
+    agents = Router(
+        path="/",
+        route_handlers=[HandoffController],
+        guards=[agent_guard],
+        security=[{"bearer": []}],
+    )
     extra: list[Any] = collect(plugins.pm.hook.register_routes)
     return Litestar(
-        route_handlers=[v1, admin, conversation_socket, healthz, readyz, metrics, *extra],
+        route_handlers=[v1, admin, agents, conversation_socket, healthz, readyz, metrics, *extra],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         middleware=[
             DefineMiddleware(RequestContextMiddleware, metrics=services.metrics),

@@ -71,6 +71,7 @@ def _role_guard(*roles: str) -> Any:
 CLIENT_ROLES = ("client", "admin")
 client_guard = _role_guard(*CLIENT_ROLES)
 admin_guard = _role_guard("admin")
+agent_guard = _role_guard("agent", "admin")
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from typing import Annotated, Any
 
 import structlog
@@ -14,6 +15,8 @@ from litestar.params import Parameter
 
 from mvm_chat.api.auth import CLIENT_ROLES, principal_of, resolve_principal
 from mvm_chat.api.turns import error_frame, frames
+from mvm_chat.cache.pubsub import Subscription
+from mvm_chat.chat.handoff import conversation_channel
 from mvm_chat.chat.pipeline import prepare_turn
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import TurnRequest
@@ -22,6 +25,8 @@ from mvm_chat.store.conversations import get_conversation
 
 log = structlog.get_logger(__name__)
 MAX_FRAME_CHARS = 200_000
+PUSHED_EVENTS = ("agent_message", "handoff")
+"""Events of the conversation's channel that reach the user's socket as frames."""
 
 
 def _turn_request(socket: WebSocket[Any, Any, Any], conversation_id: str, raw: str) -> TurnRequest:
@@ -60,6 +65,21 @@ def _turn_request(socket: WebSocket[Any, Any, Any], conversation_id: str, raw: s
     )
 
 
+async def _push(
+    socket: WebSocket[Any, Any, Any], events: Subscription, sending: asyncio.Lock
+) -> None:
+    """Forward handoff events to the socket until it closes (or this task is cancelled)."""
+    try:
+        async for event in events:
+            if event.get("type") in PUSHED_EVENTS:
+                async with sending:
+                    await socket.send_json(event)
+    except WebSocketDisconnect:
+        return
+    except Exception as exc:
+        log.warning("ws.push_failed", error=type(exc).__name__)
+
+
 @websocket("/v1/conversations/{conversation_id:str}/ws")
 async def conversation_socket(
     socket: WebSocket[Any, Any, Any],
@@ -85,6 +105,29 @@ async def conversation_socket(
         await socket.send_json(error_frame(NotFound(f"conversation {conversation_id!r} not found")))
         await socket.close(code=4404, reason="conversation not found")
         return
+    sending = asyncio.Lock()  # turn frames and pushed events never interleave mid-frame
+    async with services.pubsub.subscribe(conversation_channel(conversation_id)) as events:
+        pusher = asyncio.create_task(_push(socket, events, sending))
+        try:
+            await _serve(socket, services, conversation_id, sending)
+        finally:
+            pusher.cancel()
+            with suppress(asyncio.CancelledError):
+                await pusher
+
+
+async def _serve(
+    socket: WebSocket[Any, Any, Any],
+    services: Services,
+    conversation_id: str,
+    sending: asyncio.Lock,
+) -> None:
+    """Answer the client's message frames, one turn at a time, until it goes away."""
+
+    async def send(item: dict[str, Any]) -> None:
+        async with sending:
+            await socket.send_json(item)
+
     try:
         while True:
             raw = await socket.receive_text()
@@ -93,10 +136,10 @@ async def conversation_socket(
                 structlog.contextvars.bind_contextvars(request_id=request.request_id)
                 prepared = await prepare_turn(services, request)
             except Exception as exc:
-                await socket.send_json(error_frame(exc))
+                await send(error_frame(exc))
                 continue
             async with aclosing(frames(services, prepared)) as stream:
                 async for item in stream:
-                    await socket.send_json(item)
+                    await send(item)
     except WebSocketDisconnect:
         log.info("ws.closed", conversation_id=conversation_id)

@@ -11,6 +11,7 @@ import pluggy
 import structlog
 
 from mvm_chat.cache import CacheBackend, create_cache
+from mvm_chat.cache.pubsub import LocalPubSub, PubSub, create_pubsub
 from mvm_chat.chat.breakers import Breakers
 from mvm_chat.chat.components import Components
 from mvm_chat.chat.router import Load
@@ -55,6 +56,7 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     components: Components | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    pubsub: PubSub = field(default_factory=LocalPubSub)
     breakers: Breakers = field(default_factory=Breakers)
     latency_s: dict[str, float] = field(default_factory=dict)
     """Per model, a moving average of a call's duration (for the predicted wait)."""
@@ -85,6 +87,9 @@ class Services:
             ),
             engines=engines,
             plugins=plugins,
+            pubsub=create_pubsub(
+                settings.redis.url, settings.redis.key_prefix, settings.redis.timeout_s
+            ),
             breakers=Breakers(
                 settings.routing.breaker_failures, settings.routing.breaker_cooldown_s
             ),
@@ -109,4 +114,5 @@ class Services:
         for engine in self.engines.values():
             await engine.close()
         await self.cache.close()
+        await self.pubsub.close()
         await self.db.dispose()

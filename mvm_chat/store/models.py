@@ -184,3 +184,32 @@ class KbChunk(Base):
     seq: Mapped[int] = mapped_column(Integer)
     heading: Mapped[str] = mapped_column(String(500), default="")
     text: Mapped[str] = mapped_column(Text)
+
+
+class Handoff(Base):
+    """A conversation handed to a person: ``open`` -> ``claimed`` -> ``resolved``."""
+
+    __tablename__ = "handoffs"
+    __table_args__ = (
+        Index("ix_handoffs_tenant_status_created", "tenant_id", "status", "created_at"),
+        Index("ix_handoffs_conversation", "conversation_id"),
+        # At most one active handoff per conversation, also when two processes race to open one.
+        Index(
+            "uq_handoffs_conversation_active",
+            "conversation_id",
+            unique=True,
+            sqlite_where=text("status IN ('open', 'claimed')"),
+            postgresql_where=text("status IN ('open', 'claimed')"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    claimed_by: Mapped[str | None] = mapped_column(String(32), default=None)
+    """The id of the API key that claimed it."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(default=None)
+    resolved_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -6,8 +6,14 @@ from mvm_chat.chat.breakers import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from mvm_chat.chat.router import Load, RoutingState, auto_route, fallback
 from mvm_chat.settings import ModelSettings, RoutingSettings, Settings, TierSettings
 
-LOCAL = ModelSettings(name="small", tier="local", engine="llamacpp", path="builtin:smollm2-135m",
-                      max_queue=2, slo_ms=1000)
+LOCAL = ModelSettings(
+    name="small",
+    tier="local",
+    engine="llamacpp",
+    path="builtin:smollm2-135m",
+    max_queue=2,
+    slo_ms=1000,
+)
 GPU = ModelSettings(name="big", tier="gpu", engine="openai", base_url="http://x/v1")
 API = ModelSettings(name="frontier", tier="api", engine="openai", base_url="http://y/v1")
 SETTINGS = Settings(
@@ -54,8 +60,9 @@ def test_state_after_turn() -> None:
 def test_open_breaker_skips_a_tier() -> None:
     route, moves, _ = auto_route(SETTINGS, RoutingState(), None, load(down=("small",)))
     assert route.model is GPU and moves == [("local", "gpu", "unavailable: local")]
-    route, moves, _ = auto_route(SETTINGS, RoutingState("api", 0, None), None,
-                                 load(down=("frontier",)))
+    route, moves, _ = auto_route(
+        SETTINGS, RoutingState("api", 0, None), None, load(down=("frontier",))
+    )
     assert route.model is GPU, "nothing available above: the nearest one below"
 
 
