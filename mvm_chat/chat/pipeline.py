@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from decimal import Decimal
-from typing import Any
 
 import structlog
 
@@ -14,16 +13,18 @@ from mvm_chat.chat import router
 from mvm_chat.chat.components import Components, fire
 from mvm_chat.chat.escalation import Move, after_generation, apply, before_generation
 from mvm_chat.chat.escalation import has_after_policies as holds_back
-from mvm_chat.chat.generation import Attempt, generate, request_for, usage_of
+from mvm_chat.chat.generation import Attempt, generate, request_for
+from mvm_chat.chat.handoff import HUMAN, current_handoff, holding_message, relay_user_message
 from mvm_chat.chat.intents import classify
 from mvm_chat.chat.persist import record_failure, store_turn
+from mvm_chat.chat.results import answer_metadata, call_record, finish
 from mvm_chat.chat.retrieval import retrieve, with_passages
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.skills import answer_by_skill
 from mvm_chat.chat.turns import PreparedTurn, Routed, TurnEvent, TurnRequest, TurnResult
 from mvm_chat.engines.base import ChatMessage, TokenDelta, Usage, estimate_tokens
 from mvm_chat.errors import EngineError, NotFound
-from mvm_chat.ledger.ledger import CallRecord, price
+from mvm_chat.ledger.ledger import CallRecord
 from mvm_chat.settings import ModelSettings
 from mvm_chat.store.conversations import get_conversation, list_messages
 from mvm_chat.store.models import new_id
@@ -40,6 +41,7 @@ async def prepare_turn(services: Services, request: TurnRequest) -> PreparedTurn
     route = router.choose(services.settings, request.model)
     history: list[ChatMessage] = []
     routing = router.RoutingState()
+    handed_off = False
     conversation_id = request.conversation_id
     if conversation_id is not None:
         async with services.db.session() as session:
@@ -49,6 +51,7 @@ async def prepare_turn(services: Services, request: TurnRequest) -> PreparedTurn
             if conversation is None:
                 raise NotFound(f"conversation {conversation_id!r} not found")
             routing = router.RoutingState.from_metadata(conversation.metadata_)
+            handed_off = conversation.status == "handoff"
             stored = await list_messages(
                 session, conversation_id, last=services.settings.chat.history_messages
             )
@@ -68,6 +71,7 @@ async def prepare_turn(services: Services, request: TurnRequest) -> PreparedTurn
         prompt=prompt,
         turn=turn,
         routing=routing,
+        handed_off=handed_off,
     )
 
 
@@ -94,6 +98,10 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
     settings, request, turn = services.settings, prepared.request, prepared.turn
     turn.metadata.update(tenant_id=request.principal.tenant_id, request_id=request.request_id)
     structlog.contextvars.bind_contextvars(conversation_id=prepared.conversation_id)
+    if prepared.handed_off:
+        async for event in _relay_turn(services, prepared):
+            yield event
+        return
 
     turn.intent = await classify(components, turn, settings.intents.order)
     skill = await answer_by_skill(components, turn)
@@ -118,6 +126,12 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
         escalated_to = route.tier if policy_moves else None
         for raised_escalation in raised:
             await _escalated(services, turn, raised_escalation)
+        person = next((e for e in raised if e.target == HUMAN), None)
+        if person is not None:
+            moves.append(Move(route.tier, HUMAN, person.reason))
+            async for event in _handoff_turn(services, prepared, moves, person.reason):
+                yield event
+            return
         if not services.breakers.available(route.model.name):
             target = router.fallback(settings, route.model, services.load())
             if target is not None:
@@ -152,7 +166,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
             breaker.failed()
             services.metrics.engine_errors.labels(route.model.name, route.tier).inc()
             calls.append(
-                _call(
+                call_record(
                     prepared,
                     attempt,
                     len(calls),
@@ -168,6 +182,15 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                 if streamed or not auto
                 else router.fallback(settings, route.model, services.load())
             )
+            if target is None and auto and not streamed:
+                # no model tier is available: a person takes over
+                for call in calls:
+                    await record_failure(services, call)
+                reason = f"error: {exc.detail}"
+                moves.append(Move(route.tier, HUMAN, reason))
+                async for event in _handoff_turn(services, prepared, moves, reason, routed=True):
+                    yield event
+                return
             if target is None:
                 for call in calls:
                     await record_failure(services, call)
@@ -182,7 +205,9 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
         except (GeneratorExit, asyncio.CancelledError):
             # The client went away mid-stream: keep and bill what was generated, once.
             calls.append(
-                _call(prepared, attempt, len(calls), "client_disconnected", reason, prompt_estimate)
+                call_record(
+                    prepared, attempt, len(calls), "client_disconnected", reason, prompt_estimate
+                )
             )
             services.spawn(
                 store_turn(
@@ -191,7 +216,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                     calls,
                     route.model,
                     attempt.text,
-                    _metadata(turn, moves, "client_disconnected"),
+                    answer_metadata(turn, moves, "client_disconnected"),
                 )
             )
             raise
@@ -206,7 +231,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
             moved = apply(settings, route, escalation) if escalation else None
             if escalation is not None and moved is not None:
                 calls.append(
-                    _call(
+                    call_record(
                         prepared,
                         attempt,
                         len(calls),
@@ -222,7 +247,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                 escalated_to = route.tier
                 await _escalated(services, turn, escalation)
                 continue
-        calls.append(_call(prepared, attempt, len(calls), "ok", reason, prompt_estimate))
+        calls.append(call_record(prepared, attempt, len(calls), "ok", reason, prompt_estimate))
         break
     if hold:
         yield TokenDelta(attempt.text, attempt.tokens)
@@ -231,7 +256,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
         prepared.routing = routing.after_turn(
             escalated_to, turn.intent.label if turn.intent else None
         )
-    yield await _finish(services, prepared, calls, route.model, attempt.text, moves, finish_reason)
+    yield await finish(services, prepared, calls, route.model, attempt.text, moves, finish_reason)
 
 
 def _components(services: Services) -> Components:
@@ -263,108 +288,55 @@ async def _skill_turn(
     attempt.add(TokenDelta(text, estimate_tokens([ChatMessage("assistant", text)])))
     attempt.cache = "skill"
     usage = Usage(estimate_tokens(prepared.prompt), attempt.tokens)
-    call = _call(prepared, attempt, 0, "ok", reason, usage.prompt_tokens)
+    call = call_record(prepared, attempt, 0, "ok", reason, usage.prompt_tokens)
     yield TokenDelta(text, attempt.tokens)
-    yield await _finish(services, prepared, [call], skill, text, [], "stop")
+    yield await finish(services, prepared, [call], skill, text, [], "stop")
 
 
-def _call(
-    prepared: PreparedTurn,
-    attempt: Attempt,
-    number: int,
-    status: str,
-    reason: str | None,
-    prompt_estimate: int,
-    counts_baseline: bool = True,
-) -> CallRecord:
-    principal = prepared.request.principal
-    intent = prepared.turn.intent
-    return CallRecord(
-        request_id=prepared.request.request_id,
-        attempt=number,
-        tenant_id=principal.tenant_id,
-        api_key_id=principal.key_id,
-        conversation_id=prepared.conversation_id,
-        model=attempt.model,
-        usage=usage_of(attempt, prompt_estimate),
-        latency_s=attempt.latency_s,
-        ttft_s=attempt.ttft_s,
-        cache=attempt.cache,
-        status=status,
-        intent=intent.label if intent else None,
-        escalation_reason=reason,
-        counts_baseline=counts_baseline,
-    )
+HUMAN_MODEL = ModelSettings(name=HUMAN, tier=HUMAN, engine=HUMAN)
 
 
-def _metadata(turn: Turn, moves: list[Move], status: str) -> dict[str, Any]:
-    return {
-        "status": status,
-        "passages": [{"source": p.source, "score": p.score} for p in turn.passages],
-        "escalations": [m.as_dict() for m in moves],
-    }
-
-
-async def _finish(
+async def _handoff_turn(
     services: Services,
     prepared: PreparedTurn,
-    calls: list[CallRecord],
-    answer_by: ModelSettings,
-    text: str,
     moves: list[Move],
-    finish_reason: str,
-) -> TurnResult:
-    turn = prepared.turn
-    message_id = await store_turn(
-        services, prepared, calls, answer_by, text, _metadata(turn, moves, "ok")
+    reason: str,
+    routed: bool = False,
+) -> AsyncGenerator[TurnEvent, None]:
+    """A person takes over: the holding message is the answer, and a handoff opens."""
+    text = holding_message(services)
+    if not routed:
+        yield Routed(prepared.conversation_id, HUMAN, HUMAN, reason)
+    yield TokenDelta(text, 0)
+    yield await finish(
+        services, prepared, [], HUMAN_MODEL, text, moves, "stop", handoff_reason=reason
     )
-    cost = baseline = Decimal(0)
-    for call in calls:
-        call_cost, call_baseline = price(services.settings, call)
-        cost, baseline = cost + call_cost, baseline + call_baseline
-        services.metrics.record_turn(
-            call.model.name,
-            call.model.tier,
-            call.usage.prompt_tokens,
-            call.usage.completion_tokens,
-            call_cost,
-            call_baseline,
-        )
-    final = calls[-1]
-    result = TurnResult(
+
+
+async def _relay_turn(
+    services: Services, prepared: PreparedTurn
+) -> AsyncGenerator[TurnEvent, None]:
+    """A handed-off conversation: the message goes to the agents, no model answers."""
+    request = prepared.request
+    tenant_id = request.principal.tenant_id
+    yield Routed(prepared.conversation_id, HUMAN, HUMAN, "the conversation is with a person")
+    message_id = await relay_user_message(
+        services,
+        tenant_id,
+        prepared.conversation_id,
+        request.text,
+        {"request_id": request.request_id},
+    )
+    handoff = await current_handoff(services, tenant_id, prepared.conversation_id)
+    yield TurnResult(
         conversation_id=prepared.conversation_id,
         message_id=message_id,
-        model=answer_by.name,
-        tier=answer_by.tier,
-        text=text,
-        usage=final.usage,
-        cache=final.cache,
-        cost_usd=cost,
-        baseline_cost_usd=baseline,
-        finish_reason=finish_reason,
-        intent=(
-            {
-                "label": turn.intent.label,
-                "confidence": round(turn.intent.confidence, 4),
-                "source": turn.intent.source,
-            }
-            if turn.intent
-            else None
-        ),
-        escalations=[m.as_dict() for m in moves],
-        passages=[{"source": p.source, "score": p.score} for p in turn.passages],
+        model=HUMAN,
+        tier=HUMAN,
+        text="",
+        usage=Usage(),
+        cache="off",
+        cost_usd=Decimal(0),
+        baseline_cost_usd=Decimal(0),
+        handoff_id=handoff.id if handoff else None,
     )
-    log.info(
-        "turn.complete",
-        model=answer_by.name,
-        tier=answer_by.tier,
-        latency_ms=round(final.latency_s * 1000),
-        ttft_ms=None if final.ttft_s is None else round(final.ttft_s * 1000),
-        prompt_tokens=final.usage.prompt_tokens,
-        completion_tokens=final.usage.completion_tokens,
-        cache=final.cache,
-        intent=result.intent["label"] if result.intent else None,
-        attempts=len(calls),
-    )
-    await fire(services, "on_turn_complete", turn=turn, result=result)
-    return result

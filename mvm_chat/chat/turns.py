@@ -40,6 +40,8 @@ class PreparedTurn:
     prompt: list[ChatMessage]
     turn: Turn
     routing: RoutingState = field(default_factory=RoutingState)
+    handed_off: bool = False
+    """The conversation is with a person: messages go to the agents, no model answers."""
     """The conversation's routing memory; updated by the turn, stored with it."""
 
 
