@@ -268,8 +268,6 @@ def _components(services: Services) -> Components:
 async def _escalated(services: Services, turn: Turn, escalation: Escalation) -> None:
     services.metrics.escalations.labels(escalation.reason).inc()
     log.info("turn.escalation", target=escalation.target, reason=escalation.reason)
-    if escalation.target == "human":
-        log.warning("handoff.unavailable", reason=escalation.reason)
     await fire(services, "on_escalation", turn=turn, escalation=escalation)
 
 

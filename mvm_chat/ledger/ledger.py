@@ -41,10 +41,11 @@ def baseline_cost(settings: Settings, usage: Usage) -> Decimal:
 
 
 def price(settings: Settings, call: CallRecord) -> tuple[Decimal, Decimal]:
-    """``(cost_usd, baseline_cost_usd)`` of a call; a cache hit costs nothing."""
+    """``(cost_usd, baseline_cost_usd)`` of a call; a cache hit, a skill and a failed call
+    cost nothing."""
     cost = (
         Decimal(0)
-        if call.cache in ("hit", "skill")
+        if call.cache in ("hit", "skill") or call.status == "error"
         else call_cost(
             call.model, call.usage.prompt_tokens, call.usage.completion_tokens, call.latency_s
         )

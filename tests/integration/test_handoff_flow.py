@@ -62,7 +62,7 @@ def test_handoff_round_trip(server: Server) -> None:
         }
 
         ws.send(json.dumps({"type": "message", "content": "My card was charged twice."}))
-        relayed = [f for f in _frames_until_done(ws) if f["type"] == "done"][0]
+        relayed = next(f for f in _frames_until_done(ws) if f["type"] == "done")
         assert relayed["content"] == "" and relayed["mvm"]["handoff_id"] == handoff_id
 
         listed = httpx.get(f"{base}/admin/handoffs?status=open", headers=agent).json()
@@ -91,7 +91,7 @@ def test_handoff_round_trip(server: Server) -> None:
         resolved = httpx.post(f"{base}/admin/handoffs/{handoff_id}/resolve", headers=agent)
         assert resolved.status_code in (200, 201), resolved.text
         ws.send(json.dumps({"type": "message", "content": "Thanks, one more question."}))
-        after = [f for f in _frames_until_done(ws) if f["type"] == "done"][0]
+        after = next(f for f in _frames_until_done(ws) if f["type"] == "done")
         assert after["mvm"]["model"] == "smollm2-135m" and after["content"]
 
 
