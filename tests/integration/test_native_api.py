@@ -306,3 +306,19 @@ def test_keys_never_reach_the_logs(sqlite_server: Server, client_key: str) -> No
     log = sqlite_server.log.read_text()
     assert "token=[redacted]" in log
     assert client_key not in log
+
+
+def test_a_request_cannot_name_an_upstream(api: httpx.Client, sqlite_server: Server) -> None:
+    trap = f"http://127.0.0.1:{sqlite_server.port + 1}/v1"
+    body = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "hello upstream"}],
+        "api_base": trap,
+        "base_url": trap,
+        "api_key": "sk-x",
+        "custom_llm_provider": "x",
+    }
+    response = api.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    assert response.json()["mvm"]["model"] == "smollm2-135m"
+    assert trap not in sqlite_server.log.read_text()
