@@ -311,3 +311,8 @@ def _plugins_dir_arg(argv: list[str]) -> str | None:
 from mvm_chat.cli_kb import kb  # noqa: E402
 
 cli.add_command(kb)
+
+from mvm_chat.cli_eval import eval_group  # noqa: E402
+
+cli.add_command(eval_group, name="eval")
+

@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_PLUGINS = (
     "mvm_chat.default_plugins.engines",
     "mvm_chat.default_plugins.keyword_intents",
+    "mvm_chat.default_plugins.tfidf_intents",
     "mvm_chat.default_plugins.llm_intents",
     "mvm_chat.default_plugins.escalation_policies",
     "mvm_chat.default_plugins.answer_checks",
