@@ -201,6 +201,56 @@ def plugins_command(ctx: Context, as_json: bool) -> None:
             click.echo(f"    errors: {row['errors']}")
 
 
+@cli.command("models")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout.")
+@pass_context
+def models_command(ctx: Context, as_json: bool) -> None:
+    """List the catalog: tier, engine, health and what is known of each model."""
+    from mvm_chat.chat.services import build_engines
+
+    settings = ctx.settings
+    try:
+        engines = build_engines(settings, ctx.plugins().pm)
+    except ConfigError as exc:
+        fail(f"config error: {exc}")
+
+    async def inspect() -> list[dict[str, Any]]:
+        rows = []
+        for model in settings.models:
+            engine = engines[model.name]
+            try:
+                await engine.start()
+                health = await engine.health()
+                info = await engine.model_info()
+                healthy, detail = health.ok, health.detail
+            except Exception as exc:
+                healthy, detail, info = False, f"{type(exc).__name__}: {exc}", {}
+            finally:
+                await engine.close()
+            rows.append(
+                {
+                    "name": model.name,
+                    "tier": model.tier,
+                    "engine": model.engine,
+                    "healthy": healthy,
+                    "detail": detail,
+                    "info": info,
+                }
+            )
+        return rows
+
+    rows = asyncio.run(inspect())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        state = "healthy" if row["healthy"] else f"unhealthy ({row['detail']})"
+        facts = ", ".join(f"{k}={v}" for k, v in row["info"].items() if k != "engine")
+        click.echo(f"{row['name']}  tier={row['tier']}  engine={row['engine']}  {state}")
+        if facts:
+            click.echo(f"    {facts}")
+
+
 @cli.group()
 def db() -> None:
     """Database schema."""
@@ -316,3 +366,6 @@ from mvm_chat.cli_eval import eval_group  # noqa: E402
 
 cli.add_command(eval_group, name="eval")
 
+from mvm_chat.cli_routing import routing_command  # noqa: E402
+
+eval_group.add_command(routing_command)
