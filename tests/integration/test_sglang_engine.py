@@ -378,3 +378,62 @@ metrics_interval_s = 1.0
         assert row["info"]["sglang_version"] == "0.5.9" and row["info"]["tp_size"] == 1
     finally:
         server.stop()
+
+
+def test_sglang_queue_depth_bursts_auto_routing_one_tier_up(
+    standin: str, script: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    config = f"""
+[[tiers]]
+name = "gpu"
+[[tiers]]
+name = "moe"
+
+[[models]]
+name = "gpu-smol"
+tier = "gpu"
+engine = "sglang"
+base_url = "{standin}"
+upstream_model = "{SERVED}"
+max_queue = 4
+metrics_interval_s = 0.2
+
+[[models]]
+name = "moe-smol"
+tier = "moe"
+engine = "sglang"
+base_url = "{standin}"
+upstream_model = "{SERVED}"
+max_queue = 1000
+metrics_interval_s = 0.2
+
+[routing]
+default_tier = "gpu"
+"""
+    server = Server(tmp_path_factory.mktemp("sglang-capacity"), config).start()
+    try:
+        key = server.key("acme")
+
+        def ask() -> dict[str, Any]:
+            response = httpx.post(
+                f"{server.url}/v1/chat/completions",
+                json={"model": "auto", "messages": [{"role": "user", "content": "Hi"}]},
+                headers={"Authorization": f"Bearer {key}", "Cache-Control": "no-cache"},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            return dict(response.json()["mvm"])
+
+        assert ask()["tier"] == "gpu"
+        script(num_queue_reqs=6, num_running_reqs=2)
+        deadline = time.monotonic() + 10
+        mvm = ask()
+        while mvm["tier"] != "moe" and time.monotonic() < deadline:
+            time.sleep(0.3)  # the next scrape of /metrics
+            mvm = ask()
+        assert mvm["tier"] == "moe"
+        assert mvm["escalations"] == [
+            {"from": "gpu", "to": "moe", "reason": "capacity: queue 8 > 4"}
+        ]
+    finally:
+        server.stop()
