@@ -50,11 +50,12 @@ class LogprobCheck:
             return None
         mean, lowest = sum(logprobs) / len(logprobs), min(logprobs)
         if self.min_mean is not None and mean < self.min_mean:
-            reason = f"low answer confidence (mean logprob {mean:.2f} < {self.min_mean})"
+            reason = "low answer confidence (mean token logprob)"
         elif self.min_token is not None and lowest < self.min_token:
-            reason = f"low answer confidence (min logprob {lowest:.2f} < {self.min_token})"
+            reason = "low answer confidence (a token's logprob)"
         else:
             return None
+        log.info("answer_logprobs.rejected", mean=round(mean, 3), lowest=round(lowest, 3))
         target = next_tier_up(self.settings, str(turn.metadata.get("tier", "")))
         return Escalation(target, reason) if target else None
 
@@ -94,7 +95,8 @@ class SelfCheck:
         if yes >= self.min_yes:
             return None
         target = next_tier_up(self.settings, str(turn.metadata.get("tier", "")))
-        reason = f"self-check: the answer may not answer the question (p(yes) {yes:.2f})"
+        log.info("answer_self_check.rejected", p_yes=round(yes, 3))
+        reason = "self-check: the answer may not answer the question"
         return Escalation(target, reason) if target else None
 
 
