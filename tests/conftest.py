@@ -36,9 +36,9 @@ async def _pg_exec(admin_url: str, *statements: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test run (asyncpg URL), dropped at the end."""
+    """A fresh PostgreSQL database for each test module (asyncpg URL), dropped at its end."""
     admin = os.environ.get("MVM_CHAT_TEST_DATABASE_URL", DEFAULT_PG)
     admin = admin.replace("postgresql+asyncpg://", "postgresql://")
     name = f"mvm_test_{uuid.uuid4().hex[:12]}"

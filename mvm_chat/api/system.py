@@ -27,21 +27,25 @@ async def _check(coro: Any) -> tuple[bool, str]:
 
 @get("/readyz", summary="Readiness: database, cache and engines", tags=["system"])
 async def readyz(services: Services) -> Response[dict[str, Any]]:
-    checks: dict[str, dict[str, Any]] = {}
-    ok, detail = await _check(services.db.ping())
-    checks["database"] = {"ok": ok, "detail": detail}
-    ok, detail = await _check(services.cache.ping())
-    checks["cache"] = {"ok": ok, "backend": services.cache.name, "detail": detail}
-    for name, engine in services.engines.items():
+    async def engine_check(name: str) -> dict[str, Any]:
         try:
-            health = await asyncio.wait_for(engine.health(), READY_TIMEOUT_S)
-            checks[f"engine:{name}"] = {
-                "ok": health.ok,
-                "detail": health.detail,
-                "breaker": services.breakers.of(name).state,
-            }
+            health = await asyncio.wait_for(services.engines[name].health(), READY_TIMEOUT_S)
+            ok, detail = health.ok, health.detail
         except Exception as exc:
-            checks[f"engine:{name}"] = {"ok": False, "detail": type(exc).__name__}
+            ok, detail = False, type(exc).__name__
+        return {"ok": ok, "detail": detail, "breaker": services.breakers.of(name).state}
+
+    names = list(services.engines)
+    (db_ok, db_detail), (cache_ok, cache_detail), *engines = await asyncio.gather(
+        _check(services.db.ping()),
+        _check(services.cache.ping()),
+        *(engine_check(name) for name in names),
+    )
+    checks: dict[str, dict[str, Any]] = {
+        "database": {"ok": db_ok, "detail": db_detail},
+        "cache": {"ok": cache_ok, "backend": services.cache.name, "detail": cache_detail},
+    }
+    checks.update({f"engine:{name}": check for name, check in zip(names, engines, strict=True)})
     ready = all(c["ok"] for c in checks.values())
     return Response(
         {"status": "ready" if ready else "unavailable", "checks": checks},
