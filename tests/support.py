@@ -100,7 +100,11 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_http(f"{self.url}/readyz", proc=self.proc, log=self.log)
+        try:
+            wait_http(f"{self.url}/readyz", proc=self.proc, log=self.log)
+        except BaseException:
+            self.stop()  # never leave a server behind
+            raise
         return self
 
     def stop(self) -> None:
