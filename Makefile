@@ -13,8 +13,12 @@ $(BIN)/python:
 
 # Reinstall only when the project metadata changes; pip reuses its wheel cache
 # (the llama-cpp-python build takes minutes the first time only).
-$(STAMP): pyproject.toml | $(BIN)/python
+# torch is pinned and installed first so that the plugins' resolver keeps this (CPU) build.
+EMBEDDINGS := plugins/mvm-chat-embeddings
+$(STAMP): pyproject.toml $(EMBEDDINGS)/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e $(EMBEDDINGS)
 	@touch $(STAMP)
 
 install: $(STAMP)
