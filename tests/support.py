@@ -122,3 +122,54 @@ class Server:
             self.workdir, "keys", "create", "--tenant", tenant, "--role", role, env=self.env
         )
         return result.stdout.strip().splitlines()[-1]
+
+
+class LlamaCppServer:
+    """llama-cpp-python's own OpenAI-compatible server with SmolLM2 (model alias ``smol``):
+    a real upstream on 127.0.0.1 that a test may stop and start again on the same port."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> LlamaCppServer:
+        from mvm_chat.engines.llamacpp import resolve_model_path
+
+        model = str(resolve_model_path("builtin:smollm2-135m"))
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "llama_cpp.server",
+                    "--model",
+                    model,
+                    "--model_alias",
+                    "smol",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--n_ctx",
+                    "2048",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_http(f"{self.api_base}/models", proc=self.proc, log=self.log)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+            self.proc = None

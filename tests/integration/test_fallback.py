@@ -4,60 +4,19 @@ once the server is back."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from mvm_chat.engines.llamacpp import resolve_model_path
-from tests.support import MODEL_TOML, Server, free_port, wait_http
-
-
-class Upstream:
-    """llama-cpp-python's OpenAI-compatible server, stoppable and restartable on one port."""
-
-    def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "llama_cpp.server",
-                    "--model",
-                    str(resolve_model_path("builtin:smollm2-135m")),
-                    "--model_alias",
-                    "smol",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        wait_http(f"http://127.0.0.1:{self.port}/v1/models", proc=self.proc, log=self.log)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=15)
-            self.proc = None
+from tests.support import MODEL_TOML, LlamaCppServer, Server
 
 
 @pytest.fixture(scope="module")
-def ladder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Upstream]]:
+def ladder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, LlamaCppServer]]:
     folder = tmp_path_factory.mktemp("ladder")
-    upstream = Upstream(folder / "upstream.log")
-    upstream.start()
+    upstream = LlamaCppServer(folder / "upstream.log").start()
     config = (
         MODEL_TOML
         + f"""
@@ -106,7 +65,7 @@ def _breaker(server: Server) -> str:
     return str(checks["engine:frontier"]["breaker"])
 
 
-def test_floor_fallback_breaker_and_recovery(ladder: tuple[Server, Upstream]) -> None:
+def test_floor_fallback_breaker_and_recovery(ladder: tuple[Server, LlamaCppServer]) -> None:
     server, upstream = ladder
     key = server.key("acme")
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -12,44 +10,18 @@ import openai
 import pytest
 
 from mvm_chat.engines.base import ChatMessage, Finished, GenerationRequest, TokenDelta
-from mvm_chat.engines.llamacpp import resolve_model_path
 from mvm_chat.engines.openai import OpenAIEngine
 from mvm_chat.errors import EngineError
 from mvm_chat.settings import ModelSettings
-from tests.support import MODEL_TOML, Server, free_port, wait_http
+from tests.support import MODEL_TOML, LlamaCppServer, Server, free_port
 
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m llama_cpp.server`` with SmolLM2 on 127.0.0.1; yields its API base."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(resolve_model_path("builtin:smollm2-135m")),
-                "--model_alias",
-                "smol",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "2048",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v1/models", proc=proc, log=log)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    server = LlamaCppServer(tmp_path_factory.mktemp("llama-server") / "server.log").start()
+    yield server.api_base
+    server.stop()
 
 
 def _config(base_url: str, connect_timeout_s: float = 5.0) -> ModelSettings:
