@@ -18,22 +18,19 @@ resolve an active handoff; a resolved handoff takes no reply, claim or second re
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mvm_chat.chat.services import Services
 from mvm_chat.errors import Conflict, InvalidInput, NotFound
 from mvm_chat.store import handoffs as repo
-from mvm_chat.store.conversations import get_conversation, next_seq
+from mvm_chat.store.conversations import get_conversation, reserve_seq, retry_on_conflict
 from mvm_chat.store.keys import Principal
 from mvm_chat.store.models import Handoff, Message, utcnow
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
 HUMAN = "human"
 """The model and tier names of an agent's messages (and of the holding message)."""
 MAX_CONTENT_CHARS = 100_000
@@ -69,7 +66,7 @@ async def open_handoff(
 
     # A concurrent open of the same conversation trips the one-active-handoff index: retry,
     # and the second attempt finds the winner's handoff.
-    handoff, created = await _retry_on_conflict(attempt)
+    handoff, created = await retry_on_conflict(attempt)
     if created:
         log.info("handoff.opened", handoff_id=handoff.id, conversation_id=conversation_id)
         await _publish(services, handoff, _status_event(handoff, reason=handoff.reason))
@@ -160,7 +157,7 @@ async def agent_reply(
             )
             return handoff, claimed, message
 
-    handoff, claimed, message = await _retry_on_conflict(attempt)
+    handoff, claimed, message = await retry_on_conflict(attempt)
     if claimed:
         await _publish(services, handoff, _status_event(handoff))
     await _publish(services, handoff, _message_event("agent_message", handoff, message))
@@ -192,7 +189,7 @@ async def relay_user_message(
             )
             return handoff, message
 
-    handoff, message = await _retry_on_conflict(attempt)
+    handoff, message = await retry_on_conflict(attempt)
     await _publish(services, handoff, _message_event("user_message", handoff, message))
     return message.id
 
@@ -224,10 +221,9 @@ async def _append(
     session: AsyncSession, conversation_id: str, *, role: str, content: str, **fields: Any
 ) -> Message:
     """Add a message after the conversation's last one (the caller retries on a taken seq)."""
-    await repo.touch_conversation(session, conversation_id)  # first: writers queue up here
     message = Message(
         conversation_id=conversation_id,
-        seq=await next_seq(session, conversation_id),
+        seq=await reserve_seq(session, conversation_id),
         role=role,
         content=content,
         created_at=utcnow(),
@@ -236,18 +232,6 @@ async def _append(
     session.add(message)
     await session.flush()
     return message
-
-
-async def _retry_on_conflict(work: Callable[[], Awaitable[T]]) -> T:
-    """Run ``work`` (one transaction) again when a concurrent writer took its sequence number
-    or opened the same handoff first."""
-    for attempt in range(3):
-        try:
-            return await work()
-        except IntegrityError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
 
 
 def _check_content(content: str) -> None:

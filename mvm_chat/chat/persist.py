@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import IntegrityError
 
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import PreparedTurn
 from mvm_chat.ledger.ledger import CallRecord, ledger_entry
 from mvm_chat.settings import ModelSettings
-from mvm_chat.store.conversations import next_seq
+from mvm_chat.store.conversations import reserve_seq, retry_on_conflict
 from mvm_chat.store.models import Conversation, Message, utcnow
 
 log = structlog.get_logger(__name__)
@@ -30,14 +29,9 @@ async def store_turn(
     ``calls`` are all the model calls the turn made (escalated attempts included), each a
     ledger row pointing at the answer.
     """
-    for attempt in range(3):
-        try:
-            return await _store_once(services, prepared, calls, answer_by, text, metadata)
-        except IntegrityError:
-            # Another turn of the same conversation took our sequence numbers: try again.
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    return await retry_on_conflict(
+        lambda: _store_once(services, prepared, calls, answer_by, text, metadata)
+    )
 
 
 async def _store_once(
@@ -67,10 +61,9 @@ async def _store_once(
             await session.flush()
             seq = 0
         else:
-            seq = await next_seq(session, prepared.conversation_id)
+            seq = await reserve_seq(session, prepared.conversation_id)
             conversation = await session.get(Conversation, prepared.conversation_id)
             if conversation is not None:
-                conversation.updated_at = now
                 conversation.tier = answer_by.tier
                 conversation.metadata_ = {
                     **(conversation.metadata_ or {}),

@@ -14,7 +14,8 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mvm_chat.store.models import Conversation, Handoff, Message, utcnow
+from mvm_chat.store.conversations import touch_conversation
+from mvm_chat.store.models import Handoff, Message, utcnow
 
 STATUSES = ("open", "claimed", "resolved")
 ACTIVE = ("open", "claimed")
@@ -129,17 +130,3 @@ async def _transition(
         .execution_options(synchronize_session="fetch")
     )
     return cast(CursorResult[Any], result).rowcount == 1
-
-
-async def touch_conversation(session: AsyncSession, conversation_id: str, **values: Any) -> None:
-    """Bump the conversation's ``updated_at`` (and set ``values``).
-
-    Being a write, it also queues concurrent writers of the conversation behind each other
-    (a row lock on Postgres, the write lock on SQLite): do it before reading ``next_seq``.
-    """
-    await session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation_id)
-        .values(updated_at=utcnow(), **values)
-        .execution_options(synchronize_session="fetch")
-    )
