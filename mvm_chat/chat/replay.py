@@ -103,14 +103,12 @@ async def replay_routing(
             else:
                 report.add(route.tier, route.model.name, reasons, label)
                 if route.model.engine not in ("llamacpp", "sglang"):
-                    report.cost_usd += token_cost(route.model, *usage_pair(usage))
+                    report.cost_usd += token_cost(
+                        route.model, usage.prompt_tokens, usage.completion_tokens
+                    )
         report.baseline_cost_usd += baseline_cost(settings, usage)
         on_message()
     return report
-
-
-def usage_pair(usage: Usage) -> tuple[int, int]:
-    return usage.prompt_tokens, usage.completion_tokens
 
 
 async def replay_generation(
