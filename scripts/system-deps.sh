@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a step needs, when running as root and they are missing.
 #   build:    a C/C++ toolchain and the venv module (llama-cpp-python compiles llama.cpp)
-#   services: PostgreSQL and Redis servers for the test suite
+#   services: PostgreSQL and Redis servers, and Chromium (the dashboard's browser tests)
 set -euo pipefail
 need=()
 case "${1:-build}" in
@@ -13,6 +13,7 @@ case "${1:-build}" in
   services)
     command -v pg_ctlcluster >/dev/null || need+=(postgresql)
     command -v redis-server >/dev/null || need+=(redis-server)
+    command -v chromium >/dev/null || need+=(chromium)
     ;;
 esac
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -213,3 +214,53 @@ class Handoff(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_at: Mapped[datetime | None] = mapped_column(default=None)
     resolved_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Budget(Base):
+    """A tenant's monthly spending limit on paid calls (USD)."""
+
+    __tablename__ = "budgets"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    monthly_usd: Mapped[Decimal] = mapped_column(MONEY)
+    include_self_hosted: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Whether self-hosted (GPU / CPU time) spend counts against the budget, too."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BudgetMonth(Base):
+    """A tenant's budget counters for one calendar month (UTC): what is reserved by calls
+    in flight (when there is no Redis), and the highest threshold already announced."""
+
+    __tablename__ = "budget_months"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    """``YYYY-MM``."""
+    spent_usd: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    reserved_usd: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
+    notified_pct: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class IdempotencyKey(Base):
+    """A client's ``Idempotency-Key``: ``running`` while its turn runs, then ``done`` with the
+    reply to replay."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_idempotency_tenant_key"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    route: Mapped[str] = mapped_column(String(200))
+    body_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
