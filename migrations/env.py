@@ -7,6 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from mvm_chat.store import rollups  # noqa: F401  (its table is part of the metadata)
 from mvm_chat.store.db import create_engine
 from mvm_chat.store.models import Base
 

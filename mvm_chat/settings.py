@@ -62,8 +62,10 @@ class ModelSettings(_Section):
     base_url: str = ""
     api_key_env: str = ""
     upstream_model: str = ""
-    price_input_per_mtok: Decimal = Decimal(0)
-    price_output_per_mtok: Decimal = Decimal(0)
+    price_input_per_mtok: Decimal | None = None
+    """USD per million prompt tokens; required for ``openai`` (paid API) models."""
+    price_output_per_mtok: Decimal | None = None
+    """USD per million completion tokens; required for ``openai`` (paid API) models."""
     gpu_hour_usd: Decimal = Decimal(0)
     cpu_hour_usd: Decimal = Decimal(0)
     gpus: int = 1
@@ -243,15 +245,42 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"{where}.tier", f"unknown tier {model.tier!r} (tiers: {tiers})")
         if not 1 <= model.max_tokens <= 32768:
             raise ConfigError(f"{where}.max_tokens", "must be between 1 and 32768")
+        _validate_prices(model, where)
     if settings.routing.default_tier not in tiers:
         raise ConfigError("routing.default_tier", f"unknown tier {settings.routing.default_tier!r}")
     for label, tier in settings.routing.intent_floors.items():
         if tier not in tiers:
             raise ConfigError(f"routing.intent_floors.{label}", f"unknown tier {tier!r}")
     baseline = settings.routing.baseline_model
-    if baseline and settings.model(baseline) is None:
-        raise ConfigError("routing.baseline_model", f"unknown model {baseline!r}")
+    if baseline:
+        found = settings.model(baseline)
+        if found is None:
+            raise ConfigError("routing.baseline_model", f"unknown model {baseline!r}")
+        if found.price_input_per_mtok is None or found.price_output_per_mtok is None:
+            raise ConfigError(
+                "routing.baseline_model",
+                f"model {baseline!r} has no per-token prices to measure savings against",
+            )
     if not 0 < settings.server.port < 65536:
         raise ConfigError("server.port", "must be between 1 and 65535")
     if settings.server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes", "must be at least 1024")
+
+
+PAID_ENGINES = ("openai",)
+"""Engines whose calls are billed per token by someone else: they must be priced."""
+
+
+def _validate_prices(model: ModelSettings, where: str) -> None:
+    for key in ("price_input_per_mtok", "price_output_per_mtok", "gpu_hour_usd", "cpu_hour_usd"):
+        value = getattr(model, key)
+        if value is not None and (not value.is_finite() or value < 0):
+            raise ConfigError(f"{where}.{key}", f"model {model.name!r}: must be a price >= 0")
+        if value is None and key.startswith("price_") and model.engine in PAID_ENGINES:
+            raise ConfigError(
+                f"{where}.{key}",
+                f"model {model.name!r} is a paid API model and has no price "
+                '(USD per million tokens, a decimal string; "0" if it is free)',
+            )
+    if model.gpus < 1:
+        raise ConfigError(f"{where}.gpus", "must be at least 1")

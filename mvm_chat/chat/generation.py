@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 
 from mvm_chat.cache import responses
 from mvm_chat.chat.services import Services
-from mvm_chat.engines.base import ChatMessage, Finished, GenerationRequest, TokenDelta, Usage
+from mvm_chat.engines.base import (
+    ChatMessage,
+    Finished,
+    GenerationRequest,
+    SharedEngine,
+    TokenDelta,
+    Usage,
+)
 from mvm_chat.settings import ModelSettings
 
 
@@ -26,6 +33,8 @@ class Attempt:
     started: float = field(default_factory=time.perf_counter)
     ttft_s: float | None = None
     finished: Finished | None = None
+    running_samples: list[int] = field(default_factory=list)
+    """``running_requests`` of a shared engine, sampled as the call starts and ends."""
 
     @property
     def text(self) -> str:
@@ -41,6 +50,13 @@ class Attempt:
         self.pieces.append(delta.text)
         self.tokens += delta.tokens
         self.logprobs.extend(delta.logprobs)
+
+    @property
+    def running_requests(self) -> float:
+        """The mean number of requests the model's server ran during the call (1 if unknown)."""
+        if not self.running_samples:
+            return 1.0
+        return sum(self.running_samples) / len(self.running_samples)
 
     @property
     def confidence(self) -> float | None:
@@ -87,13 +103,18 @@ async def generate(
         yield delta
         return
     engine = services.engines[attempt.model.name]
+    shared = engine if isinstance(engine, SharedEngine) else None
     async with aclosing(engine.stream(request)) as stream:
         async for event in stream:
             if isinstance(event, TokenDelta):
+                if shared is not None and not attempt.running_samples:
+                    attempt.running_samples.append(shared.running_requests())
                 attempt.add(event)
                 yield event
             else:
                 attempt.finished = event
+    if shared is not None:
+        attempt.running_samples.append(shared.running_requests())
     finished = attempt.finished
     if use_cache and finished and attempt.text and finished.finish_reason in ("stop", "length"):
         answer = responses.CachedAnswer(attempt.text, finished.usage)

@@ -17,6 +17,7 @@ from mvm_chat.chat.components import Components
 from mvm_chat.chat.router import Load
 from mvm_chat.engines.base import Engine
 from mvm_chat.errors import ConfigError
+from mvm_chat.ledger.budgets import Budgets
 from mvm_chat.metrics import Metrics
 from mvm_chat.plugins import PluginSet, engine_factories
 from mvm_chat.settings import Settings
@@ -60,6 +61,8 @@ class Services:
     breakers: Breakers = field(default_factory=Breakers)
     latency_s: dict[str, float] = field(default_factory=dict)
     """Per model, a moving average of a call's duration (for the predicted wait)."""
+    budgets: Budgets | None = None
+    """Tenants' monthly budgets (None: budgets are not enforced)."""
 
     def observe_latency(self, model: str, seconds: float) -> None:
         previous = self.latency_s.get(model)
@@ -94,6 +97,7 @@ class Services:
                 settings.routing.breaker_failures, settings.routing.breaker_cooldown_s
             ),
         )
+        services.budgets = Budgets(services.db, settings.redis)
         services.components = Components.build(plugins, settings, services, services.metrics)
         return services
 
@@ -106,7 +110,13 @@ class Services:
         """Run ``work`` outside the request (it outlives a client that went away)."""
         task = asyncio.create_task(work)
         self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            log.error("background.failed", error=type(error).__name__, detail=str(error)[:300])
 
     async def close(self) -> None:
         if self.background:
@@ -115,4 +125,6 @@ class Services:
             await engine.close()
         await self.cache.close()
         await self.pubsub.close()
+        if self.budgets is not None:
+            await self.budgets.close()
         await self.db.dispose()

@@ -100,5 +100,14 @@ class Engine(Protocol):
         ...
 
 
+@runtime_checkable
+class SharedEngine(Protocol):
+    """An engine whose server runs many requests at once on the same hardware."""
+
+    def running_requests(self) -> int:
+        """Requests the server is running now (at least this process's own open calls)."""
+        ...
+
+
 class EngineFactory(Protocol):
     def __call__(self, model_config: ModelSettings) -> Engine: ...

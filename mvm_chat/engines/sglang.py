@@ -135,6 +135,11 @@ class SglangEngine(OpenAIEngine):
         """Queued plus running requests on the server (last scrape), at least our own calls."""
         return self.load().queue_depth
 
+    def running_requests(self) -> int:
+        """``sglang:num_running_reqs`` at the last scrape, at least our own open calls."""
+        load = self.load()
+        return max(1, load.num_running_reqs, load.inflight)
+
     # -- chat ---------------------------------------------------------------------------------
 
     def _body(self, request: GenerationRequest) -> dict[str, Any]:

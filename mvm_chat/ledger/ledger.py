@@ -30,6 +30,8 @@ class CallRecord:
     escalation_reason: str | None = None
     counts_baseline: bool = True
     """False for an attempt that was escalated: the turn's baseline is booked once."""
+    running_requests: float = 1.0
+    """Requests the model's server ran during the call (shares its GPU time)."""
 
 
 def baseline_cost(settings: Settings, usage: Usage) -> Decimal:
@@ -47,7 +49,11 @@ def price(settings: Settings, call: CallRecord) -> tuple[Decimal, Decimal]:
         Decimal(0)
         if call.cache in ("hit", "skill") or call.status == "error"
         else call_cost(
-            call.model, call.usage.prompt_tokens, call.usage.completion_tokens, call.latency_s
+            call.model,
+            call.usage.prompt_tokens,
+            call.usage.completion_tokens,
+            call.latency_s,
+            call.running_requests,
         )
     )
     baseline = baseline_cost(settings, call.usage) if call.counts_baseline else Decimal(0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
+import msgspec
+
 from mvm_chat.engines.base import Usage
 from mvm_chat.ledger.ledger import CallRecord, price
 from mvm_chat.ledger.pricing import call_cost, show, time_cost, token_cost
@@ -60,3 +62,15 @@ def test_baseline_prices_the_same_tokens_on_the_baseline_model() -> None:
     assert baseline == Decimal("0.000272500")
     hit_cost, hit_baseline = price(settings, replace(call, cache="hit"))
     assert hit_cost == 0 and hit_baseline == baseline
+
+
+def test_gpu_time_is_shared_among_the_running_requests() -> None:
+    gpu = ModelSettings(
+        name="gpu", tier="gpu", engine="sglang", base_url="http://x", gpu_hour_usd=Decimal("3.6")
+    )
+    two_gpus = msgspec.structs.replace(gpu, gpus=2)
+    assert call_cost(gpu, 10, 10, 1.0) == Decimal("0.001")
+    assert call_cost(two_gpus, 10, 10, 1.0) == Decimal("0.002")
+    assert call_cost(two_gpus, 10, 10, 1.0, running_requests=4) == Decimal("0.0005")
+    assert call_cost(two_gpus, 10, 10, 1.0, running_requests=3) == Decimal("0.000666667")
+    assert call_cost(two_gpus, 10, 10, 1.0, running_requests=0) == Decimal("0.002")

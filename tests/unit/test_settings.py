@@ -107,6 +107,15 @@ token = { env = "SOME_TOKEN" }
             '[[models]]\nname="m"\ntier="local"\nengine="openai"\nprice_input_per_mtok="x"\n',
             "models[0].price_input_per_mtok",
         ),
+        (
+            '[[models]]\nname="m"\ntier="local"\nengine="openai"\nprice_input_per_mtok="1"\n',
+            "models[0].price_output_per_mtok",
+        ),
+        (
+            '[[models]]\nname="m"\ntier="local"\nengine="llamacpp"\ncpu_hour_usd="-1"\n',
+            "models[0].cpu_hour_usd",
+        ),
+        ('[routing]\nbaseline_model="smollm2-135m"\n', "routing.baseline_model"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, toml: str, key: str) -> None:
@@ -137,7 +146,15 @@ def test_unknown_engine_names_the_key() -> None:
             '[[models]]\nname="m"\ntier="local"\nengine="llamacpp"\npath="/no/such.gguf"\n',
             "models[0].path: GGUF file not found",
         ),
-        ('[[models]]\nname="m"\ntier="local"\nengine="openai"\n', "models[0].base_url"),
+        (
+            '[[models]]\nname="m"\ntier="local"\nengine="openai"\n'
+            'price_input_per_mtok="1"\nprice_output_per_mtok="2"\n',
+            "models[0].base_url",
+        ),
+        (
+            '[[models]]\nname="paid"\ntier="local"\nengine="openai"\nbase_url="http://x/v1"\n',
+            "models[0].price_input_per_mtok: model 'paid' is a paid API model and has no price",
+        ),
     ],
 )
 def test_serve_stops_with_one_line_and_status_2(
