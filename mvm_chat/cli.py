@@ -369,3 +369,8 @@ cli.add_command(eval_group, name="eval")
 from mvm_chat.cli_routing import routing_command  # noqa: E402
 
 eval_group.add_command(routing_command)
+
+from mvm_chat.cli_bench import bench, ledger_group  # noqa: E402
+
+cli.add_command(bench)
+cli.add_command(ledger_group)

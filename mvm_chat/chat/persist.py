@@ -10,8 +10,10 @@ from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import PreparedTurn
 from mvm_chat.ledger.ledger import CallRecord, ledger_entry
 from mvm_chat.settings import ModelSettings
+from mvm_chat.store import idempotency
 from mvm_chat.store.conversations import reserve_seq, retry_on_conflict
 from mvm_chat.store.models import Conversation, Message, utcnow
+from mvm_chat.store.rollups import add_to_rollup
 
 log = structlog.get_logger(__name__)
 
@@ -92,8 +94,11 @@ async def _store_once(
         )
         session.add(answer)
         await session.flush()
-        for call in calls:
-            session.add(ledger_entry(services.settings, call, answer.id))
+        entries = [ledger_entry(services.settings, call, answer.id) for call in calls]
+        session.add_all(entries)
+        await add_to_rollup(session, entries)
+        if request.idempotency_id is not None:
+            await idempotency.mark_stored(session, request.idempotency_id, answer.id)
     return answer.id
 
 
@@ -101,6 +106,8 @@ async def record_failure(services: Services, call: CallRecord) -> None:
     """A failed call is still a ledger row (no message is stored for it)."""
     try:
         async with services.db.transaction() as session:
-            session.add(ledger_entry(services.settings, call, None))
+            entry = ledger_entry(services.settings, call, None)
+            session.add(entry)
+            await add_to_rollup(session, [entry])
     except Exception as exc:
         log.error("ledger.write_failed", error=type(exc).__name__)

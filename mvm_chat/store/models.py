@@ -115,8 +115,10 @@ class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
     __table_args__ = (
         UniqueConstraint("request_id", "attempt", name="uq_ledger_request_attempt"),
-        Index("ix_ledger_tenant_created", "tenant_id", "created_at"),
         Index("ix_ledger_conversation", "conversation_id"),
+        # The admin views page newest first, by keyset on (created_at, id).
+        Index("ix_ledger_created_id", "created_at", "id"),
+        Index("ix_ledger_tenant_created_id", "tenant_id", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(
@@ -137,7 +139,8 @@ class LedgerEntry(Base):
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
     ttft_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     cache: Mapped[str] = mapped_column(String(16), default="miss")
-    status: Mapped[str] = mapped_column(String(16), default="ok")
+    status: Mapped[str] = mapped_column(String(32), default="ok")
+    """``ok``, ``escalated``, ``error`` or ``client_disconnected``."""
     cost_usd: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
     baseline_cost_usd: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
     escalation_reason: Mapped[str | None] = mapped_column(String(500), default=None)
@@ -261,6 +264,8 @@ class IdempotencyKey(Base):
     route: Mapped[str] = mapped_column(String(200))
     body_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="running")
+    message_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    """The answer, set in the transaction that stores it."""
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
