@@ -10,6 +10,7 @@ from decimal import Decimal
 import structlog
 
 from mvm_chat.chat import router
+from mvm_chat.chat.budget_guard import BUDGET_EXHAUSTED, BudgetGuard
 from mvm_chat.chat.components import Components, fire
 from mvm_chat.chat.escalation import Move, after_generation, apply, before_generation
 from mvm_chat.chat.escalation import has_after_policies as holds_back
@@ -98,8 +99,9 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
     settings, request, turn = services.settings, prepared.request, prepared.turn
     turn.metadata.update(tenant_id=request.principal.tenant_id, request_id=request.request_id)
     structlog.contextvars.bind_contextvars(conversation_id=prepared.conversation_id)
+    guard = await BudgetGuard.open(services, request.principal)
     if prepared.handed_off:
-        async for event in _relay_turn(services, prepared):
+        async for event in _relay_turn(services, prepared, guard.state):
             yield event
         return
 
@@ -107,7 +109,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
     skill = await answer_by_skill(components, turn)
     if skill is not None:
         component, reply = skill
-        async for event in _skill_turn(services, prepared, component.name, reply.text):
+        async for event in _skill_turn(services, prepared, component.name, reply.text, guard.state):
             yield event
         return
 
@@ -129,7 +131,9 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
         person = next((e for e in raised if e.target == HUMAN), None)
         if person is not None:
             moves.append(Move(route.tier, HUMAN, person.reason))
-            async for event in _handoff_turn(services, prepared, moves, person.reason):
+            async for event in _handoff_turn(
+                services, prepared, moves, person.reason, budget=guard.state
+            ):
                 yield event
             return
         if not services.breakers.available(route.model.name):
@@ -137,6 +141,12 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
             if target is not None:
                 moves.append(Move(route.tier, target.tier, f"unavailable: {route.tier}"))
                 route = router.Route(target, moves[-1].reason)
+    prompt_estimate = estimate_tokens(prompt)
+    admitted = await guard.admit(route, prompt_estimate, request.max_tokens)
+    if admitted is not None:
+        route, budget_move = admitted
+        if budget_move is not None:
+            moves.append(budget_move)
     for move in moves:
         log.info("turn.route", source=move.source, target=move.target, reason=move.reason)
     structlog.contextvars.bind_contextvars(model=route.model.name, tier=route.tier)
@@ -145,7 +155,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
     hold = holds_back(components)
     calls: list[CallRecord] = []
     reason = moves[-1].reason if moves else None
-    prompt_estimate = estimate_tokens(prompt)
+    failed: set[str] = set()
     while True:
         attempt = Attempt(route.model)
         generation = request_for(route.model, prompt, request.max_tokens, request.temperature)
@@ -176,31 +186,48 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                     counts_baseline=False,
                 )
             )
+            await guard.settle(calls[-1])
+            failed.add(route.model.name)
             # Fall back only for "auto", and only while nothing of this answer has been sent.
             target = (
                 None
                 if streamed or not auto
                 else router.fallback(settings, route.model, services.load())
             )
-            if target is None and auto and not streamed:
+            admitted = (
+                None
+                if target is None
+                else await guard.admit(
+                    router.Route(target, "error"), prompt_estimate, request.max_tokens, failed
+                )
+            )
+            if admitted is None and auto and not streamed:
                 # no model tier is available: a person takes over
                 for call in calls:
                     await record_failure(services, call)
                 reason = f"error: {exc.detail}"
                 moves.append(Move(route.tier, HUMAN, reason))
-                async for event in _handoff_turn(services, prepared, moves, reason, routed=True):
+                async for event in _handoff_turn(
+                    services, prepared, moves, reason, routed=True, budget=guard.state
+                ):
                     yield event
                 return
-            if target is None:
+            if admitted is None:
                 for call in calls:
                     await record_failure(services, call)
                 raise
-            move = Move(route.tier, target.tier, f"error: {exc.detail}")
+            fallback, budget_move = admitted
+            # onto a tier the budget cannot pay for: recorded as that move, then the budget's
+            to_tier = budget_move.source if budget_move else fallback.tier
+            move = Move(route.tier, to_tier, f"error: {exc.detail}")
             moves.append(move)
             reason = move.reason
             services.metrics.escalations.labels("error").inc()
             log.warning("turn.fallback", source=move.source, target=move.target, reason=move.reason)
-            route = router.Route(target, move.reason)
+            if budget_move is not None:
+                moves.append(budget_move)
+                reason = budget_move.reason
+            route = router.Route(fallback.model, reason)
             continue
         except (GeneratorExit, asyncio.CancelledError):
             # The client went away mid-stream: keep and bill what was generated, once.
@@ -209,6 +236,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                     prepared, attempt, len(calls), "client_disconnected", reason, prompt_estimate
                 )
             )
+            guard.settle_later(calls[-1])
             services.spawn(
                 store_turn(
                     services,
@@ -220,6 +248,9 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                 )
             )
             raise
+        except Exception:
+            guard.settle_later()  # an unexpected failure: release what the call reserved
+            raise
         breaker.succeeded()
         if attempt.cache == "miss":
             services.observe_latency(route.model.name, attempt.latency_s)
@@ -230,24 +261,28 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
             escalation = await after_generation(components, turn, attempt.text, attempt.confidence)
             moved = apply(settings, route, escalation) if escalation else None
             if escalation is not None and moved is not None:
-                calls.append(
-                    call_record(
-                        prepared,
-                        attempt,
-                        len(calls),
-                        "escalated",
-                        escalation.reason,
-                        prompt_estimate,
-                        counts_baseline=False,
-                    )
+                escalated = call_record(
+                    prepared,
+                    attempt,
+                    len(calls),
+                    "escalated",
+                    escalation.reason,
+                    prompt_estimate,
+                    counts_baseline=False,
                 )
-                route, move = moved
-                moves.append(move)
-                reason = escalation.reason
-                escalated_to = route.tier
-                await _escalated(services, turn, escalation)
-                continue
+                await guard.settle(escalated)
+                if await guard.hold(moved[0].model, prompt_estimate, request.max_tokens):
+                    calls.append(escalated)
+                    route, move = moved
+                    moves.append(move)
+                    reason = escalation.reason
+                    escalated_to = route.tier
+                    await _escalated(services, turn, escalation)
+                    continue
+                # the budget cannot pay for the escalation: this answer stands
+                moves += [moved[1], Move(moved[1].target, route.tier, BUDGET_EXHAUSTED)]
         calls.append(call_record(prepared, attempt, len(calls), "ok", reason, prompt_estimate))
+        await guard.settle(calls[-1])
         break
     if hold:
         yield TokenDelta(attempt.text, attempt.tokens)
@@ -256,7 +291,16 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
         prepared.routing = routing.after_turn(
             escalated_to, turn.intent.label if turn.intent else None
         )
-    yield await finish(services, prepared, calls, route.model, attempt.text, moves, finish_reason)
+    yield await finish(
+        services,
+        prepared,
+        calls,
+        route.model,
+        attempt.text,
+        moves,
+        finish_reason,
+        budget=guard.state,
+    )
 
 
 def _components(services: Services) -> Components:
@@ -272,7 +316,7 @@ async def _escalated(services: Services, turn: Turn, escalation: Escalation) -> 
 
 
 async def _skill_turn(
-    services: Services, prepared: PreparedTurn, name: str, text: str
+    services: Services, prepared: PreparedTurn, name: str, text: str, budget: str | None
 ) -> AsyncGenerator[TurnEvent, None]:
     """A skill's answer: no model call, but still a message and a (zero-cost) ledger row."""
     skill = ModelSettings(name=f"skill:{name}", tier="skill", engine="skill")
@@ -288,7 +332,7 @@ async def _skill_turn(
     usage = Usage(estimate_tokens(prepared.prompt), attempt.tokens)
     call = call_record(prepared, attempt, 0, "ok", reason, usage.prompt_tokens)
     yield TokenDelta(text, attempt.tokens)
-    yield await finish(services, prepared, [call], skill, text, [], "stop")
+    yield await finish(services, prepared, [call], skill, text, [], "stop", budget=budget)
 
 
 HUMAN_MODEL = ModelSettings(name=HUMAN, tier=HUMAN, engine=HUMAN)
@@ -300,6 +344,7 @@ async def _handoff_turn(
     moves: list[Move],
     reason: str,
     routed: bool = False,
+    budget: str | None = None,
 ) -> AsyncGenerator[TurnEvent, None]:
     """A person takes over: the holding message is the answer, and a handoff opens."""
     text = holding_message(services)
@@ -307,12 +352,20 @@ async def _handoff_turn(
         yield Routed(prepared.conversation_id, HUMAN, HUMAN, reason)
     yield TokenDelta(text, 0)
     yield await finish(
-        services, prepared, [], HUMAN_MODEL, text, moves, "stop", handoff_reason=reason
+        services,
+        prepared,
+        [],
+        HUMAN_MODEL,
+        text,
+        moves,
+        "stop",
+        handoff_reason=reason,
+        budget=budget,
     )
 
 
 async def _relay_turn(
-    services: Services, prepared: PreparedTurn
+    services: Services, prepared: PreparedTurn, budget: str | None
 ) -> AsyncGenerator[TurnEvent, None]:
     """A handed-off conversation: the message goes to the agents, no model answers."""
     request = prepared.request
@@ -337,4 +390,5 @@ async def _relay_turn(
         cost_usd=Decimal(0),
         baseline_cost_usd=Decimal(0),
         handoff_id=handoff.id if handoff else None,
+        budget=budget,
     )

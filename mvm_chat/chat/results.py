@@ -48,6 +48,7 @@ def call_record(
         intent=intent.label if intent else None,
         escalation_reason=reason,
         counts_baseline=counts_baseline,
+        running_requests=attempt.running_requests,
     )
 
 
@@ -68,8 +69,10 @@ async def finish(
     moves: list[Move],
     finish_reason: str,
     handoff_reason: str | None = None,
+    budget: str | None = None,
 ) -> TurnResult:
-    """Store the turn, price it, report it; with ``handoff_reason``, hand it to a person."""
+    """Store the turn, price it, report it; with ``handoff_reason``, hand it to a person.
+    ``budget``: the tenant's budget state for ``mvm`` (None, ``"ok"`` or ``"exhausted"``)."""
     turn = prepared.turn
     message_id = await store_turn(
         services, prepared, calls, answer_by, text, answer_metadata(turn, moves, "ok")
@@ -121,6 +124,7 @@ async def finish(
         escalations=[m.as_dict() for m in moves],
         passages=[{"source": p.source, "score": p.score} for p in turn.passages],
         handoff_id=handoff.id if handoff else None,
+        budget=budget,
     )
     log.info(
         "turn.complete",

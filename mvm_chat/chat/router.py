@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,3 +175,26 @@ def fallback(settings: Settings, failed: ModelSettings, load: Load) -> ModelSett
     if others_here:
         return others_here[0]
     return _first_available(settings, list(reversed(tiers[:index])), load)
+
+
+def best_free(
+    settings: Settings,
+    chosen: ModelSettings,
+    is_free: Callable[[ModelSettings], bool],
+    load: Load,
+    exclude: Collection[str] = (),
+) -> ModelSettings | None:
+    """Where a turn goes when its budget cannot pay for ``chosen``: an available free model
+    of the highest tier below it, else the default tier's model (the last resort, free or
+    not); None only when that is excluded too. ``exclude``: model names not to use."""
+    tiers = _tiers_with_models(settings)
+    below = tiers[: tiers.index(chosen.tier)] if chosen.tier in tiers else []
+    for tier in reversed(below):
+        for model in _models_of(settings, tier):
+            if model.name not in exclude and is_free(model) and load.available(model):
+                return model
+    try:
+        default = choose(settings, AUTO).model
+    except NotFound:
+        return None
+    return None if default.name in exclude else default
