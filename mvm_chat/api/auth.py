@@ -15,6 +15,8 @@ from mvm_chat.errors import Forbidden, Unauthorized
 from mvm_chat.store.keys import Principal, authenticate
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/schema")
+ADMIN_COOKIE = "mvm_admin"
+"""The dashboard's sign-in cookie: the admin key itself, HttpOnly, SameSite=Strict, on /admin."""
 
 
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -28,20 +30,39 @@ def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return None
 
 
+async def principal_for_key(
+    connection: ASGIConnection[Any, Any, Any, Any], key: str
+) -> Principal | None:
+    """The principal behind ``key`` (unknown, revoked or oversized keys: None)."""
+    if not key or len(key) > 256:
+        return None
+    services: Services = connection.app.state.services
+    async with services.db.session() as session:
+        principal = await authenticate(session, key)
+    if principal is not None:
+        structlog.contextvars.bind_contextvars(tenant=principal.tenant)
+    return principal
+
+
 async def resolve_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     """The principal behind the connection's key; :class:`Unauthorized` otherwise."""
     key = _bearer(connection)
     if key is None:
         raise Unauthorized("missing bearer key (Authorization: Bearer KEY)")
-    if len(key) > 256:
-        raise Unauthorized("invalid key")
-    services: Services = connection.app.state.services
-    async with services.db.session() as session:
-        principal = await authenticate(session, key)
+    principal = await principal_for_key(connection, key)
     if principal is None:
         raise Unauthorized("invalid key")
-    structlog.contextvars.bind_contextvars(tenant=principal.tenant)
     return principal
+
+
+async def dashboard_admin(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    """The admin signed in to the HTML dashboard by its cookie, or None.
+
+    Only the dashboard's own pages call this (they are excluded from the bearer middleware);
+    the JSON API never reads the cookie, so it cannot be driven by a cross-site request.
+    """
+    principal = await principal_for_key(connection, connection.cookies.get(ADMIN_COOKIE, ""))
+    return principal if principal is not None and principal.role == "admin" else None
 
 
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):

@@ -1,0 +1,1 @@
+"""The chat page and the admin dashboard: server-rendered HTML, every asset shipped here."""
