@@ -16,6 +16,8 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from mvm_chat import __version__
 from mvm_chat.api.admin import AdminController
+from mvm_chat.api.admin_budgets import BudgetController
+from mvm_chat.api.admin_costs import AdminCostsController
 from mvm_chat.api.auth import (
     OPEN_PATHS,
     BearerAuthMiddleware,
@@ -36,6 +38,7 @@ from mvm_chat.errors import DatabaseNotMigrated
 from mvm_chat.plugins import PluginSet, collect, load_plugins
 from mvm_chat.settings import Settings
 from mvm_chat.store.db import Database, head_revision
+from mvm_chat.web.pages import web_router
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +80,10 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
         security=[{"bearer": []}],
     )
     admin = Router(
-        path="/", route_handlers=[AdminController], guards=[admin_guard], security=[{"bearer": []}]
+        path="/",
+        route_handlers=[AdminController, AdminCostsController, BudgetController],
+        guards=[admin_guard],
+        security=[{"bearer": []}],
     )
     agents = Router(
         path="/",
@@ -87,7 +93,17 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
     )
     extra: list[Any] = collect(plugins.pm.hook.register_routes)
     return Litestar(
-        route_handlers=[v1, admin, agents, conversation_socket, healthz, readyz, metrics, *extra],
+        route_handlers=[
+            v1,
+            admin,
+            agents,
+            conversation_socket,
+            healthz,
+            readyz,
+            metrics,
+            web_router(),
+            *extra,
+        ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         middleware=[
             DefineMiddleware(RequestContextMiddleware, metrics=services.metrics),

@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("route", sa.String(length=200), nullable=False),
         sa.Column("body_hash", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("message_id", sa.String(length=32), nullable=True),
         sa.Column("response", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -21,10 +21,9 @@ from mvm_chat.api.schemas import (
     NewConversation,
     StoredMessage,
 )
-from mvm_chat.api.turns import answer, frames, sse
-from mvm_chat.chat.pipeline import prepare_turn
+from mvm_chat.api.turns import answer, begin_turn, frames, sse
 from mvm_chat.chat.services import Services
-from mvm_chat.chat.turns import PreparedTurn, TurnRequest
+from mvm_chat.chat.turns import TurnEvent, TurnRequest
 from mvm_chat.errors import NotFound
 from mvm_chat.ledger.pricing import show
 from mvm_chat.store.conversations import get_conversation, list_conversations, list_messages
@@ -47,8 +46,8 @@ def _summary(c: Conversation) -> ConversationSummary:
     )
 
 
-async def _sse_frames(services: Services, prepared: PreparedTurn) -> AsyncIterator[bytes]:
-    async for item in frames(services, prepared):
+async def _sse_frames(events: AsyncGenerator[TurnEvent, None]) -> AsyncIterator[bytes]:
+    async for item in frames(events):
         yield sse(item)
 
 
@@ -152,14 +151,14 @@ class ConversationController(Controller):
             temperature=data.temperature,
             use_cache="no-cache" not in request.headers.get("cache-control", ""),
         )
-        prepared = await prepare_turn(services, turn)
+        events, _ = await begin_turn(request, services, turn)
         if data.stream:
             return Stream(
-                _sse_frames(services, prepared),
+                _sse_frames(events),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        result = await answer(services, prepared)
+        result = await answer(events)
         return Response(
             MessageReply(
                 id=result.message_id,

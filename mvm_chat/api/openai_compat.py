@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -12,11 +12,10 @@ from litestar.response import Stream
 
 from mvm_chat.api.auth import principal_of
 from mvm_chat.api.schemas import ChatCompletionRequest, ModelCard, ModelList
-from mvm_chat.api.turns import answer, error_frame, sse
-from mvm_chat.chat.pipeline import prepare_turn, run_turn
+from mvm_chat.api.turns import answer, begin_turn, error_frame, sse
 from mvm_chat.chat.router import AUTO
 from mvm_chat.chat.services import Services
-from mvm_chat.chat.turns import PreparedTurn, Routed, TurnRequest, TurnResult
+from mvm_chat.chat.turns import Routed, TurnEvent, TurnRequest, TurnResult
 from mvm_chat.engines.base import ChatMessage, TokenDelta
 from mvm_chat.errors import InvalidInput
 
@@ -80,9 +79,10 @@ def _finish_reason(reason: str) -> str:
     return reason if reason in ("stop", "length") else "stop"
 
 
-async def _chunks(services: Services, prepared: PreparedTurn, created: int) -> AsyncIterator[bytes]:
-    chunk_id = f"chatcmpl-{prepared.request.request_id}"
-    model = prepared.route.model.name
+async def _chunks(
+    events: AsyncGenerator[TurnEvent, None], chunk_id: str, created: int
+) -> AsyncIterator[bytes]:
+    model = ""
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
         body: dict[str, Any] = {
@@ -96,9 +96,10 @@ async def _chunks(services: Services, prepared: PreparedTurn, created: int) -> A
         return sse(body)
 
     try:
-        async with aclosing(run_turn(services, prepared)) as events:
-            async for event in events:
+        async with aclosing(events) as stream:
+            async for event in stream:
                 if isinstance(event, Routed):
+                    model = event.model
                     yield chunk({"role": "assistant", "content": ""})
                 elif isinstance(event, TokenDelta):
                     yield chunk({"content": event.text})
@@ -128,16 +129,16 @@ async def chat_completions(
     request: Request[Any, Any, Any], data: ChatCompletionRequest, services: Services
 ) -> Response[Any]:
     """Answer with the minimum viable model (``model: "auto"``) or a named catalog model."""
-    prepared = await prepare_turn(services, _turn_request(request, data))
+    events, conversation_id = await begin_turn(request, services, _turn_request(request, data))
     created = int(time.time())
-    headers = {"X-Conversation-Id": prepared.conversation_id}
+    headers = {"X-Conversation-Id": conversation_id}
     if data.stream:
         return Stream(
-            _chunks(services, prepared, created),
+            _chunks(events, f"chatcmpl-{request.state.request_id}", created),
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache"},
         )
-    result = await answer(services, prepared)
+    result = await answer(events)
     return Response(_completion(result, created), headers=headers)
 
 

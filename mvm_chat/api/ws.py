@@ -14,7 +14,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import Parameter
 
 from mvm_chat.api.auth import CLIENT_ROLES, principal_of, resolve_principal
-from mvm_chat.api.turns import error_frame, frames
+from mvm_chat.api.turns import error_frame, frames, turn_events
 from mvm_chat.cache.pubsub import Subscription
 from mvm_chat.chat.handoff import conversation_channel
 from mvm_chat.chat.pipeline import prepare_turn
@@ -138,7 +138,7 @@ async def _serve(
             except Exception as exc:
                 await send(error_frame(exc))
                 continue
-            async with aclosing(frames(services, prepared)) as stream:
+            async with aclosing(frames(turn_events(services, prepared))) as stream:
                 async for item in stream:
                     await send(item)
     except WebSocketDisconnect:

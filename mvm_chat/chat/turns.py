@@ -27,6 +27,8 @@ class TurnRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     use_cache: bool = True
+    idempotency_id: int | None = None
+    """The claimed ``Idempotency-Key``: the stored answer is recorded against it."""
 
 
 @dataclass(slots=True)
@@ -73,6 +75,8 @@ class TurnResult:
     escalations: list[dict[str, str]] = field(default_factory=list)
     handoff_id: str | None = None
     passages: list[dict[str, Any]] = field(default_factory=list)
+    budget: str | None = None
+    """The tenant's budget: None without one, else ``"ok"`` or ``"exhausted"``."""
 
     @property
     def savings_usd(self) -> Decimal:
@@ -97,7 +101,35 @@ class TurnResult:
             "cost_usd": show(self.cost_usd),
             "baseline_cost_usd": show(self.baseline_cost_usd),
             "savings_usd": show(self.savings_usd),
+            "budget": self.budget,
         }
+
+    def record(self) -> dict[str, Any]:
+        """What is kept to replay this reply (``from_record`` reads it back)."""
+        return {"text": self.text, "finish_reason": self.finish_reason, "mvm": self.mvm()}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TurnResult:
+        """A reply kept by ``record``, to send again as it was."""
+        mvm = record["mvm"]
+        usage = mvm.get("usage") or {}
+        return cls(
+            conversation_id=mvm["conversation_id"],
+            message_id=mvm["message_id"],
+            model=mvm["model"],
+            tier=mvm["tier"],
+            text=record["text"],
+            usage=Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
+            cache=mvm.get("cache", "off"),
+            cost_usd=Decimal(mvm["cost_usd"]),
+            baseline_cost_usd=Decimal(mvm["baseline_cost_usd"]),
+            finish_reason=record.get("finish_reason", "stop"),
+            intent=mvm.get("intent"),
+            escalations=list(mvm.get("escalations") or []),
+            handoff_id=mvm.get("handoff_id"),
+            passages=list(mvm.get("passages") or []),
+            budget=mvm.get("budget"),
+        )
 
 
 TurnEvent = Routed | TokenDelta | TurnResult
