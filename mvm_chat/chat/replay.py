@@ -24,10 +24,12 @@ from mvm_chat.chat.services import Services
 from mvm_chat.chat.skills import answer_by_skill
 from mvm_chat.chat.turns import TurnRequest, TurnResult
 from mvm_chat.engines.base import ChatMessage, Usage, estimate_tokens
+from mvm_chat.engines.sglang import SglangEngine
+from mvm_chat.ledger.estimates import self_hosted_estimate
 from mvm_chat.ledger.ledger import baseline_cost
 from mvm_chat.ledger.pricing import token_cost
 from mvm_chat.plugins import PluginSet
-from mvm_chat.settings import Settings
+from mvm_chat.settings import ModelSettings, Settings
 from mvm_chat.store.db import upgrade
 from mvm_chat.store.keys import authenticate, create_key
 from mvm_chat.types import Turn
@@ -72,6 +74,23 @@ class ReplayReport:
         }
 
 
+def projected_cost(services: Services, model: ModelSettings, usage: Usage) -> Decimal:
+    """A call's cost without generating it: API models at their token prices; an ``sglang``
+    model whose settings name its ``architecture`` and ``gpu`` at the capacity planner's
+    expected cost, at the concurrency its server last reported; other self-hosted models 0
+    (they are priced by measured time, which a replay without generation does not have)."""
+    if model.engine == "llamacpp":
+        return Decimal(0)
+    if model.engine == "sglang":
+        engine = services.engines.get(model.name)
+        running = engine.running_requests() if isinstance(engine, SglangEngine) else 1
+        estimate = self_hosted_estimate(
+            model, usage.prompt_tokens, usage.completion_tokens, running
+        )
+        return estimate or Decimal(0)
+    return token_cost(model, usage.prompt_tokens, usage.completion_tokens)
+
+
 async def replay_routing(
     services: Services,
     texts: list[str],
@@ -79,7 +98,7 @@ async def replay_routing(
     on_message: Callable[[], None] = lambda: None,
 ) -> ReplayReport:
     """Classify and route each message as ``model: "auto"`` would, without generating; the
-    cost is projected with ``completion_tokens`` per answer at each chosen model's prices."""
+    cost is projected with ``completion_tokens`` per answer (see :func:`projected_cost`)."""
     components = services.components
     assert components is not None
     settings = services.settings
@@ -102,10 +121,7 @@ async def replay_routing(
                 report.add("human", "human", [*reasons, "user asked for a person"], label)
             else:
                 report.add(route.tier, route.model.name, reasons, label)
-                if route.model.engine not in ("llamacpp", "sglang"):
-                    report.cost_usd += token_cost(
-                        route.model, usage.prompt_tokens, usage.completion_tokens
-                    )
+                report.cost_usd += projected_cost(services, route.model, usage)
         report.baseline_cost_usd += baseline_cost(settings, usage)
         on_message()
     return report
