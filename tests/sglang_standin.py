@@ -32,7 +32,9 @@ code copied), and the docs pages basic_usage/native_api and advanced_features/st
 Faults are scripted per test through routes SGLang does not have:
 ``POST /_standin/control`` with any of ``faults`` (``{ROUTE: FAULT}``, merged),
 ``num_queue_reqs``, ``num_running_reqs``, ``token_usage``, ``gen_throughput``,
-``health_delay_s`` (1.0, like SGLang's poll), ``token_delay_s`` and ``logprob`` (every token's);
+``health_delay_s`` (1.0, like SGLang's poll), ``token_delay_s``, ``logprob`` (every token's) and
+``hold_stop`` (see ``tests/sglang_standin_experts.py``: the expert-distribution recorder of a MoE
+model, ``GET /_standin/experts``, routes ``start_expert``, ``stop_expert``, ``dump_expert``);
 ``POST /_standin/reset`` (which also ends every hang); ``GET /_standin/requests`` (bodies seen).
 ROUTE is ``chat``, ``generate``, ``health``, ``model_info``, ``server_info`` or ``metrics``.
 FAULT is ``hang`` (no answer until reset), ``status:NNN``, ``garbage`` (200, a body of the
@@ -56,6 +58,7 @@ from litestar.response import Response
 
 from tests.sglang_standin_chat import chat_routes
 from tests.sglang_standin_core import Control, StandIn, json_body
+from tests.sglang_standin_experts import add_arguments, expert_routes, finish_arguments
 from tests.sglang_standin_native import native_routes
 from tests.sglang_standin_text import metrics_text
 
@@ -115,6 +118,7 @@ def create_app(args: argparse.Namespace) -> Litestar:
     handlers = [control, reset, requests, health, metrics]
     handlers += native_routes(standin, served)
     handlers += chat_routes(standin, served)
+    handlers += expert_routes(standin)
     return Litestar(route_handlers=handlers, openapi_config=None, debug=False)
 
 
@@ -134,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--disable-metrics", action="store_true", help="as without --enable-metrics"
     )
+    add_arguments(parser)
     args = parser.parse_args(argv)
+    finish_arguments(parser, args)
     uvicorn.run(
         create_app(args),
         host=args.host,

@@ -9,7 +9,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -67,6 +67,8 @@ class Control:
     health_delay_s: float = 1.0
     token_delay_s: float = 0.0
     logprob: float | None = None
+    hold_stop: bool = False
+    """Keep ``/stop_expert_distribution_record`` waiting while true."""
 
 
 class StandIn:
@@ -79,6 +81,8 @@ class StandIn:
         self.live = 0
         self.counters = {"sglang:prompt_tokens_total": 0.0, "sglang:generation_tokens_total": 0.0}
         self.release = asyncio.Event()
+        self.forward_hooks: list[Callable[[int, int], None]] = []
+        """Called with (prompt tokens, completion tokens) of every request served."""
 
     def reset(self) -> None:
         self.release.set()
@@ -232,6 +236,8 @@ def canned(standin: StandIn, hint: str, sampling: dict[str, Any], prompt_tokens:
     result = answer(hint, sampling)
     standin.counters["sglang:prompt_tokens_total"] += prompt_tokens
     standin.counters["sglang:generation_tokens_total"] += len(result.pieces)
+    for hook in standin.forward_hooks:
+        hook(prompt_tokens, len(result.pieces))
     return result
 
 

@@ -169,8 +169,11 @@ def native_routes(standin: StandIn, served: str) -> list[Any]:
             "dp_size": args.dp_size,
             "ep_size": args.ep_size,
             "enable_metrics": not args.disable_metrics,
-            "enable_eplb": False,
-            "expert_distribution_recorder_mode": None,
+            "enable_eplb": args.enable_eplb,
+            "expert_distribution_recorder_mode": args.expert_distribution_recorder_mode,
+            "expert_distribution_recorder_buffer_size": (
+                args.expert_distribution_recorder_buffer_size
+            ),
             "grammar_backend": "xgrammar",
             "api_key": None,
         }

@@ -82,6 +82,8 @@ SERVER_INFO_KEYS = (
     "dtype",
     "kv_cache_dtype",
     "enable_eplb",
+    "expert_distribution_recorder_mode",
+    "expert_distribution_recorder_buffer_size",
     "grammar_backend",
 )
 

@@ -20,6 +20,7 @@ from mvm_chat.api.auth import ADMIN_COOKIE, dashboard_admin, principal_for_key
 from mvm_chat.chat.services import Services
 from mvm_chat.store.models import utcnow
 from mvm_chat.web.data import gather
+from mvm_chat.web.experts import experts_page, record_from_page
 from mvm_chat.web.render import STATIC_PATH, page
 from mvm_chat.web.view import charts
 
@@ -96,5 +97,14 @@ def web_router() -> Router:
     )
     return Router(
         path="/",
-        route_handlers=[chat_page, dashboard, login_form, login, logout, static],
+        route_handlers=[
+            chat_page,
+            dashboard,
+            login_form,
+            login,
+            logout,
+            experts_page,
+            record_from_page,
+            static,
+        ],
     )
