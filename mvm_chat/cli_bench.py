@@ -1,4 +1,6 @@
-"""``mvm-chat bench seed-ledger`` (synthetic traffic) and ``mvm-chat ledger rebuild-rollups``.
+"""``mvm-chat bench seed-ledger`` (synthetic traffic), ``mvm-chat bench gateway`` and
+``local-tier`` (the harnesses under ``bench/`` of a source checkout) and ``mvm-chat ledger
+rebuild-rollups``.
 
 The shared command-line helpers are imported from ``mvm_chat.cli`` when a command runs (that
 module adds these groups to ``cli`` as it finishes loading).
@@ -6,11 +8,13 @@ module adds these groups to ``cli`` as it finishes loading).
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -113,6 +117,44 @@ def seed_ledger(ctx: Context, rows: int, days: int, tenants: int, seed: int) -> 
         f"({rows / max(seeded, 1e-9):,.0f} rows/s); rollup rebuilt ({written} rows) "
         f"in {rolled:.1f}s"
     )
+
+
+def _bench_script(name: str) -> Path:
+    """``bench/NAME`` of the source checkout this package runs from, or of the current folder;
+    the harnesses are not part of the installed package."""
+    for folder in (Path(__file__).resolve().parents[1], Path.cwd()):
+        script = folder / "bench" / name
+        if script.is_file():
+            return script
+    click.echo(
+        f"mvm-chat: bench/{name} is not here: the benchmark harnesses live in a source "
+        "checkout of mvm_chat (git clone, then run this command inside it), not in the "
+        "installed package",
+        err=True,
+    )
+    sys.exit(2)
+
+
+_PASS_ON = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+
+
+@bench.command("gateway", context_settings=_PASS_ON)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def gateway(args: tuple[str, ...]) -> None:
+    """mvm_chat against LiteLLM's proxy and the direct upstream: throughput, added latency,
+    streaming and memory. Runs ``bench/gateway.py`` of a source checkout with ARGS (see
+    ``--help``)."""
+    script = _bench_script("gateway.py")
+    sys.exit(subprocess.call([sys.executable, str(script), *args]))  # noqa: S603
+
+
+@bench.command("local-tier", context_settings=_PASS_ON)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def local_tier(args: tuple[str, ...]) -> None:
+    """The local tier's tokens/s against raw llama-cpp-python. Runs ``bench/local_tier.py``
+    of a source checkout with ARGS (see ``--help``)."""
+    script = _bench_script("local_tier.py")
+    sys.exit(subprocess.call([sys.executable, str(script), *args]))  # noqa: S603
 
 
 @click.group("ledger")
