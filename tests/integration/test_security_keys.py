@@ -1,0 +1,69 @@
+"""``mvm-chat keys revoke`` holds from the very next request, on every server process that
+shares the database (there is no key cache to wait out)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import SERVED
+from tests.support import Server, mvm
+
+
+def _config(standin: str) -> str:
+    return f"""
+[[tiers]]
+name = "local"
+
+[[models]]
+name = "small"
+tier = "local"
+engine = "sglang"
+base_url = "{standin}"
+upstream_model = "{SERVED}"
+metrics_interval_s = 0
+max_tokens = 8
+"""
+
+
+@pytest.fixture(scope="module")
+def servers(
+    standin: str, pg_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[Server]]:
+    env = {"MVM_CHAT_DATABASE_URL": pg_url}
+    root: Path = tmp_path_factory.mktemp("revoke")
+    first = Server(root / "one", _config(standin), env=env)
+    mvm(first.workdir, "db", "upgrade", env=env)
+    second = Server(root / "two", _config(standin), env=env)
+    started: list[Server] = []
+    try:
+        for server in (first, second):
+            started.append(server.start())
+        yield started
+    finally:
+        for server in started:
+            server.stop()
+
+
+def _status(server: Server, key: str) -> int:
+    response = httpx.get(
+        f"{server.url}/v1/conversations", headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    return response.status_code
+
+
+@pytest.mark.parametrize("role", ["client", "admin"])
+def test_a_revoked_key_is_refused_at_once_by_every_process(
+    servers: list[Server], role: str
+) -> None:
+    first, second = servers
+    key = first.key("acme", role)
+    other = first.key("acme", role)
+    for _ in range(3):  # warm: had there been a cache, it would hold the key now
+        assert [_status(s, key) for s in servers] == [200, 200]
+    mvm(second.workdir, "keys", "revoke", key[:10], env=second.env)
+    assert [_status(s, key) for s in servers] == [401, 401]
+    assert [_status(s, other) for s in servers] == [200, 200]
