@@ -1,0 +1,124 @@
+"""The lean HTTP/1.1 client of the openai engine, against small real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from mvm_chat.engines.http1 import Http1Pool, usable_for
+
+SSE = b"data: one\n\ndata: two\n\ndata: [DONE]\n\n"
+
+
+def _chunked(body: bytes) -> bytes:
+    half = len(body) // 2
+    parts = [body[:half], body[half:]]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+Reply = Callable[[bytes], bytes]
+
+
+async def _serve(reply: Reply, close_after: bool = False) -> AsyncIterator[tuple[int, list[int]]]:
+    """A server answering each request with ``reply(request_head)``; yields its port and a
+    list with its count of connections."""
+    connections = [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections[0] += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                writer.write(reply(head))
+                await writer.drain()
+                if close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield port, connections
+
+
+def _ok_chunked(_: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(SSE)
+
+
+async def _lines(pool: Http1Pool) -> list[str]:
+    response = await pool.post("chat/completions", b"{}")
+    try:
+        return [line async for line in response.aiter_lines() if line]
+    finally:
+        await response.aclose()
+
+
+@pytest.fixture
+async def chunked_server() -> AsyncIterator[tuple[int, list[int]]]:
+    async for found in _serve(_ok_chunked):
+        yield found
+
+
+async def test_streams_lines_and_keeps_the_connection(
+    chunked_server: tuple[int, list[int]],
+) -> None:
+    port, connections = chunked_server
+    pool = Http1Pool(f"http://127.0.0.1:{port}/v1", {"Authorization": "Bearer k"}, 2, 5)
+    for _ in range(3):
+        assert await _lines(pool) == ["data: one", "data: two", "data: [DONE]"]
+    assert connections[0] == 1
+    await pool.aclose()
+
+
+async def test_a_connection_the_server_closed_is_replaced() -> None:
+    def reply(_: bytes) -> bytes:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(SSE), SSE)
+
+    async for port, connections in _serve(reply, close_after=True):
+        pool = Http1Pool(f"http://127.0.0.1:{port}/v1/", {}, 2, 5)
+        for _ in range(3):
+            assert await _lines(pool) == ["data: one", "data: two", "data: [DONE]"]
+            await asyncio.sleep(0.05)  # the server's close arrives
+        assert connections[0] == 3
+        await pool.aclose()
+
+
+async def test_an_error_status_keeps_its_body() -> None:
+    def reply(_: bytes) -> bytes:
+        body = b'{"error": {"message": "bad model"}}'
+        return b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    async for port, _ in _serve(reply):
+        pool = Http1Pool(f"http://127.0.0.1:{port}/v1", {}, 2, 5)
+        response = await pool.post("chat/completions", b"{}")
+        body = await response.aread()
+        await response.aclose()
+        assert response.status_code == 400
+        assert response.as_httpx(body).json()["error"]["message"] == "bad model"
+        await pool.aclose()
+
+
+async def test_a_missing_server_is_a_connect_error() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    pool = Http1Pool(f"http://127.0.0.1:{port}/v1", {}, 2, 5)
+    with pytest.raises(httpx.ConnectError):
+        await pool.post("chat/completions", b"{}")
+
+
+def test_only_plain_http_without_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert usable_for("http://127.0.0.1:8000/v1")
+    assert not usable_for("https://api.example.com/v1")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    assert not usable_for("http://10.0.0.5:8000/v1")
