@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint services system-deps clean
+.PHONY: install run test lint audit lock services system-deps clean bench-gateway
 
 $(BIN)/python:
 	@bash scripts/system-deps.sh build
@@ -30,13 +30,34 @@ services:
 	@bash scripts/system-deps.sh services
 	@bash scripts/services.sh
 
-test: install services
+# The audit first: it never fails for want of network (see scripts/audit.sh), only on a known
+# vulnerability in the locked dependencies.
+test: install services audit
 	$(BIN)/python -m pytest
 
-lint: install
+# mvm_chat against LiteLLM's proxy (installed into bench/.venv-litellm on first use); see
+# docs/benchmarks.md. BENCH_ARGS=--quick for a short smoke run.
+bench-gateway: install services
+	$(BIN)/python bench/gateway.py $(BENCH_ARGS)
+
+lint: install audit
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict mvm_chat
+
+# pip-audit of requirements.lock and requirements-dev.lock (docs/security.md, "Supply chain").
+audit: install
+	@bash scripts/audit.sh
+
+# Regenerates the hash-pinned lock files from pyproject.toml, resolved against PyPI alone
+# (PIP_CONFIG_FILE=/dev/null: no local mirror, wheel folder or constraint file leaks in).
+LOCK := PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock  (pip-compile --generate-hashes; docs/security.md)" $(BIN)/pip-compile --quiet \
+	--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+	--index-url https://pypi.org/simple $(LOCK_ARGS)
+# Keeps the pins it can; LOCK_ARGS=--upgrade moves every pin to the newest release.
+lock: install
+	$(LOCK) --output-file requirements.lock pyproject.toml
+	$(LOCK) --extra dev --output-file requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

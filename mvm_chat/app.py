@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -18,6 +20,7 @@ from mvm_chat import __version__
 from mvm_chat.api.admin import AdminController
 from mvm_chat.api.admin_budgets import BudgetController
 from mvm_chat.api.admin_costs import AdminCostsController
+from mvm_chat.api.admin_experts import AdminExpertsController
 from mvm_chat.api.auth import (
     OPEN_PATHS,
     BearerAuthMiddleware,
@@ -30,13 +33,16 @@ from mvm_chat.api.errors import handle_exception
 from mvm_chat.api.handoffs import HandoffController
 from mvm_chat.api.middleware import RequestContextMiddleware
 from mvm_chat.api.openai_compat import chat_completions, list_models
+from mvm_chat.api.openapi import document_problems
+from mvm_chat.api.protection import Protection
 from mvm_chat.api.system import healthz, metrics, readyz
 from mvm_chat.api.ws import conversation_socket
 from mvm_chat.chat.components import fire
 from mvm_chat.chat.services import Services
 from mvm_chat.errors import DatabaseNotMigrated
+from mvm_chat.logging import configure_logging
 from mvm_chat.plugins import PluginSet, collect, load_plugins
-from mvm_chat.settings import Settings
+from mvm_chat.settings import Settings, find_config_file, load_settings
 from mvm_chat.store.db import Database, head_revision
 from mvm_chat.web.pages import web_router
 
@@ -58,10 +64,36 @@ async def check_migrated(db: Database) -> None:
         )
 
 
+FACTORY = "mvm_chat.app:create_app_from_env"
+"""What each worker process of ``mvm-chat serve --workers N`` imports and calls."""
+STRICT_PLUGINS_ENV = "MVM_CHAT_STRICT_PLUGINS"
+
+
+def worker_environment(config: str | None, plugins_dir: str | None, strict: bool) -> dict[str, str]:
+    """The variables that carry the command line's choices to the worker processes."""
+    env = {STRICT_PLUGINS_ENV: "1" if strict else ""}
+    found = find_config_file(config)
+    if found is not None:
+        env["MVM_CHAT_CONFIG"] = str(found.resolve())
+    if plugins_dir:
+        env["MVM_CHAT_PLUGINS_DIR"] = str(Path(plugins_dir).resolve())
+    return env
+
+
+def create_app_from_env() -> Litestar:
+    """The app of one worker process: settings and plugins as :func:`worker_environment`
+    described them (the parent process has migrated the database already)."""
+    settings = load_settings()
+    configure_logging(settings.server.log_level)
+    plugins = load_plugins(strict=os.environ.get(STRICT_PLUGINS_ENV) == "1")
+    return create_app(settings, plugins)
+
+
 def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar:
     """A Litestar app serving ``settings``; engines load and the schema is checked at start."""
     plugins = plugins or load_plugins()
     services = Services.build(settings, plugins)
+    protection = Protection(settings)
 
     async def on_startup(app: Litestar) -> None:
         await check_migrated(services.db)
@@ -72,6 +104,7 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
     async def on_shutdown(app: Litestar) -> None:
         await fire(services, "shutdown", app=app)
         await services.close()
+        await protection.close()
 
     v1 = Router(
         path="/",
@@ -81,7 +114,12 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
     )
     admin = Router(
         path="/",
-        route_handlers=[AdminController, AdminCostsController, BudgetController],
+        route_handlers=[
+            AdminController,
+            AdminCostsController,
+            AdminExpertsController,
+            BudgetController,
+        ],
         guards=[admin_guard],
         security=[{"bearer": []}],
     )
@@ -92,7 +130,7 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
         security=[{"bearer": []}],
     )
     extra: list[Any] = collect(plugins.pm.hook.register_routes)
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             v1,
             admin,
@@ -107,12 +145,15 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         middleware=[
             DefineMiddleware(RequestContextMiddleware, metrics=services.metrics),
+            *protection.before_auth(),
             DefineMiddleware(
                 BearerAuthMiddleware,
                 exclude=[f"^{p}" for p in OPEN_PATHS],
                 scopes={ScopeType.HTTP},
             ),
+            *protection.after_auth(),
         ],
+        cors_config=protection.cors,
         exception_handlers={Exception: handle_exception},
         openapi_config=OpenAPIConfig(
             title="mvm_chat",
@@ -129,8 +170,10 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
             ),
         ),
         request_max_body_size=settings.server.max_body_bytes,
-        state=State({"services": services}),
+        state=State({"services": services, "protection": protection}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         debug=False,
     )
+    document_problems(app)
+    return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
@@ -110,20 +111,33 @@ def cli(
 @cli.command()
 @click.option("--host", default=None, help="Bind address (default: server.host).")
 @click.option("--port", default=None, type=int, help="Port (default: server.port).")
+@click.option(
+    "--workers",
+    default=1,
+    type=click.IntRange(1, 64),
+    show_default=True,
+    help="Worker processes (more than 1 needs Postgres and Redis).",
+)
 @pass_context
-def serve(ctx: Context, host: str | None, port: int | None) -> None:
+def serve(ctx: Context, host: str | None, port: int | None, workers: int) -> None:
     """Start the HTTP/WebSocket service."""
     import uvicorn
 
-    from mvm_chat.app import create_app
+    from mvm_chat.app import FACTORY, create_app, worker_environment
     from mvm_chat.logging import configure_logging
 
     settings = ctx.settings
+    if workers > 1 and (settings.database.is_sqlite or not settings.redis.url):
+        fail(
+            "--workers > 1 needs Postgres (database.url) and Redis (redis.url): SQLite and "
+            "the in-process cache, limits and pub/sub are not shared between processes"
+        )
     try:
-        app = create_app(settings, ctx.plugins())
+        app = create_app(settings, ctx.plugins())  # with several workers: only a config check
     except ConfigError as exc:
         fail(f"config error: {exc}")
     configure_logging(settings.server.log_level)
+    # Migrations and first-start keys: once, here, never in the workers.
     if settings.database.is_sqlite:
         with database_errors():
             upgrade(settings.database.url)
@@ -132,15 +146,22 @@ def serve(ctx: Context, host: str | None, port: int | None) -> None:
         run(lambda: _check_migrated(settings))
     bind_host, bind_port = host or settings.server.host, port or settings.server.port
     click.echo(f"mvm_chat serving on http://{bind_host}:{bind_port}", err=True)
-    uvicorn.run(
-        app,
-        host=bind_host,
-        port=bind_port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        ws_max_size=1024 * 1024,
-    )
+    options: dict[str, Any] = {
+        "host": bind_host,
+        "port": bind_port,
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "on",
+        "ws_max_size": 1024 * 1024,
+        "loop": "uvloop",
+        "http": "httptools",
+    }
+    if workers == 1:
+        uvicorn.run(app, **options)
+        return
+    del app
+    os.environ.update(worker_environment(ctx.config, ctx.plugins_dir, ctx.strict))
+    uvicorn.run(FACTORY, factory=True, workers=workers, **options)
 
 
 async def _check_migrated(settings: Settings) -> None:
@@ -199,56 +220,6 @@ def plugins_command(ctx: Context, as_json: bool) -> None:
         click.echo(f"    components: {', '.join(row['components']) or '-'}")
         if row["errors"]:
             click.echo(f"    errors: {row['errors']}")
-
-
-@cli.command("models")
-@click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout.")
-@pass_context
-def models_command(ctx: Context, as_json: bool) -> None:
-    """List the catalog: tier, engine, health and what is known of each model."""
-    from mvm_chat.chat.services import build_engines
-
-    settings = ctx.settings
-    try:
-        engines = build_engines(settings, ctx.plugins().pm)
-    except ConfigError as exc:
-        fail(f"config error: {exc}")
-
-    async def inspect() -> list[dict[str, Any]]:
-        rows = []
-        for model in settings.models:
-            engine = engines[model.name]
-            try:
-                await engine.start()
-                health = await engine.health()
-                info = await engine.model_info()
-                healthy, detail = health.ok, health.detail
-            except Exception as exc:
-                healthy, detail, info = False, f"{type(exc).__name__}: {exc}", {}
-            finally:
-                await engine.close()
-            rows.append(
-                {
-                    "name": model.name,
-                    "tier": model.tier,
-                    "engine": model.engine,
-                    "healthy": healthy,
-                    "detail": detail,
-                    "info": info,
-                }
-            )
-        return rows
-
-    rows = asyncio.run(inspect())
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-        return
-    for row in rows:
-        state = "healthy" if row["healthy"] else f"unhealthy ({row['detail']})"
-        facts = ", ".join(f"{k}={v}" for k, v in row["info"].items() if k != "engine")
-        click.echo(f"{row['name']}  tier={row['tier']}  engine={row['engine']}  {state}")
-        if facts:
-            click.echo(f"    {facts}")
 
 
 @cli.group()
@@ -374,3 +345,11 @@ from mvm_chat.cli_bench import bench, ledger_group  # noqa: E402
 
 cli.add_command(bench)
 cli.add_command(ledger_group)
+
+from mvm_chat.cli_models import models  # noqa: E402
+
+cli.add_command(models)
+
+from mvm_chat.cli_plan import plan_command  # noqa: E402
+
+cli.add_command(plan_command)

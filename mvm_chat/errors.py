@@ -76,6 +76,17 @@ class InvalidInput(MvmChatError):
         self.field = field
 
 
+class TooManyRequests(MvmChatError):
+    """A key went over one of its limits; retry after ``retry_after`` seconds."""
+
+    status_code = 429
+    title = "Too Many Requests"
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class EngineError(MvmChatError):
     """A model engine failed to produce an answer."""
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import structlog
 
+from mvm_chat import redaction
+
 SECRET_KEYS = frozenset({"authorization", "api_key", "key", "token", "password"})
 _TOKEN_IN_TEXT = re.compile(r"(token=|Bearer\s+)[^\s&\"']+", re.IGNORECASE)
 
@@ -26,6 +28,12 @@ def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutabl
         if isinstance(value, str) and ("token=" in value or "Bearer" in value):
             event[key] = redact_text(value)
     return event
+
+
+def _scrub_secrets(_logger: Any, _name: str, line: Any) -> Any:
+    """The configured secrets out of a rendered line (nested values and tracebacks too);
+    it runs after the JSON renderer, so ``line`` is the rendered string."""
+    return redaction.scrub(line) if isinstance(line, str) else line
 
 
 def configure_logging(level: str = "info") -> None:
@@ -45,6 +53,7 @@ def configure_logging(level: str = "info") -> None:
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
                 structlog.processors.JSONRenderer(),
+                _scrub_secrets,
             ],
         )
     )
@@ -59,6 +68,7 @@ def configure_logging(level: str = "info") -> None:
             *shared,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
+            _scrub_secrets,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.WriteLoggerFactory(sys.stderr),

@@ -27,11 +27,44 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
+LOOPBACK_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*")
+"""Browser origins allowed by default: pages served from this machine, any port."""
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 1024 * 1024
     log_level: str = "info"
+    cors_origins: list[str] = msgspec.field(default_factory=lambda: list(LOOPBACK_ORIGINS))
+    """Origins whose browser scripts may call the API (``*`` as the port: any port); ``[]``:
+    none."""
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
+    """``Host`` names served (``*.example.com`` matches subdomains); empty: any, except that
+    a connection arriving over loopback must always name a loopback host."""
+
+
+class LimitsSettings(_Section):
+    """Per-key limits (DESIGN section 5); 0 turns a limit off."""
+
+    requests_per_minute: int = 0
+    """Requests per API key per minute, all routes together (Redis when configured, shared by
+    every process; else, and while Redis fails, counted in each process)."""
+    concurrent_streams: int = 0
+    """Answers in progress per API key and process (streamed or not, WebSocket turns too)."""
+    max_messages: int = 1000
+    """Messages in one request's prompt (``messages`` of ``/v1/chat/completions``)."""
+    max_message_chars: int = 100_000
+    """Characters of one message."""
+    websocket_idle_s: float = 600.0
+    """Seconds a WebSocket may stay without a frame either way before the server closes it."""
+
+
+class TenantSettings(_Section):
+    """``[tenants.NAME]``: what one tenant may use."""
+
+    allowed_tiers: list[str] = msgspec.field(default_factory=list)
+    """Tiers whose models the tenant's turns may use; empty: all of them."""
 
 
 class DatabaseSettings(_Section):
@@ -79,6 +112,17 @@ class ModelSettings(_Section):
     temperature: float = 0.2
     metrics_interval_s: float = 5.0
     """``sglang``: seconds between scrapes of the server's ``/metrics``; 0 turns scraping off."""
+    architecture: str = ""
+    """Self-hosted: a catalog name (``mixtral-8x7b``) or a ``config.json`` / GGUF path; with
+    ``gpu`` it lets the capacity planner estimate cost before the model has measured traffic."""
+    gpu: str = ""
+    """Self-hosted: the GPU it runs on, a name from the planner's table (``h100-80gb``)."""
+    quant: str = ""
+    """Self-hosted: the weights' quantisation for the planner (bf16, fp8, int8, int4); empty
+    means bf16."""
+    expert_dump_dir: str = ""
+    """``sglang`` MoE: the directory SGLang writes its expert-distribution dumps to
+    (``SGLANG_EXPERT_DISTRIBUTION_RECORDER_DIR`` on its host), shared with this process."""
 
 
 class RoutingSettings(_Section):
@@ -139,6 +183,8 @@ class Settings(_Section):
     intents: IntentSettings = msgspec.field(default_factory=IntentSettings)
     retrieval: RetrievalSettings = msgspec.field(default_factory=RetrievalSettings)
     handoff: HandoffSettings = msgspec.field(default_factory=HandoffSettings)
+    limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
+    tenants: dict[str, TenantSettings] = msgspec.field(default_factory=dict)
     plugins: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 
     def model(self, name: str) -> ModelSettings | None:
@@ -246,6 +292,7 @@ def validate(settings: Settings) -> None:
         if not 1 <= model.max_tokens <= 32768:
             raise ConfigError(f"{where}.max_tokens", "must be between 1 and 32768")
         _validate_prices(model, where)
+        _validate_hardware(model, where)
     if settings.routing.default_tier not in tiers:
         raise ConfigError("routing.default_tier", f"unknown tier {settings.routing.default_tier!r}")
     for label, tier in settings.routing.intent_floors.items():
@@ -265,6 +312,26 @@ def validate(settings: Settings) -> None:
         raise ConfigError("server.port", "must be between 1 and 65535")
     if settings.server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes", "must be at least 1024")
+    _validate_limits(settings.limits)
+    for name, tenant in settings.tenants.items():
+        for tier in tenant.allowed_tiers:
+            if tier not in tiers:
+                raise ConfigError(f"tenants.{name}.allowed_tiers", f"unknown tier {tier!r}")
+        if tenant.allowed_tiers and not any(
+            m.tier in tenant.allowed_tiers for m in settings.models
+        ):
+            raise ConfigError(f"tenants.{name}.allowed_tiers", "no model is on these tiers")
+
+
+def _validate_limits(limits: LimitsSettings) -> None:
+    for key in ("requests_per_minute", "concurrent_streams"):
+        if getattr(limits, key) < 0:
+            raise ConfigError(f"limits.{key}", "must be 0 (off) or more")
+    for key in ("max_messages", "max_message_chars"):
+        if getattr(limits, key) < 1:
+            raise ConfigError(f"limits.{key}", "must be at least 1")
+    if limits.websocket_idle_s <= 0:
+        raise ConfigError("limits.websocket_idle_s", "must be more than 0")
 
 
 PAID_ENGINES = ("openai",)
@@ -284,3 +351,33 @@ def _validate_prices(model: ModelSettings, where: str) -> None:
             )
     if model.gpus < 1:
         raise ConfigError(f"{where}.gpus", "must be at least 1")
+
+
+def _validate_hardware(model: ModelSettings, where: str) -> None:
+    """``architecture``, ``gpu`` and ``quant`` name things the capacity planner knows."""
+    from mvm_chat.engines import catalog, gpus, planner
+
+    if model.gpu and gpus.gpu(model.gpu) is None:
+        known = ", ".join(gpus.GPUS)
+        raise ConfigError(f"{where}.gpu", f"unknown GPU {model.gpu!r} (known: {known})")
+    if model.quant and model.quant not in planner.QUANTS:
+        known = ", ".join(planner.QUANTS)
+        raise ConfigError(f"{where}.quant", f"unknown quantisation {model.quant!r} ({known})")
+    if not model.architecture:
+        return
+    if model.gpus not in planner.TP_SIZES:
+        sizes = ", ".join(map(str, planner.TP_SIZES))
+        raise ConfigError(f"{where}.gpus", f"the capacity planner covers {sizes} GPUs")
+    arch = catalog.reference(model.architecture)
+    if arch is None:
+        path = Path(model.architecture).expanduser()
+        if not (path.is_file() or (path / "config.json").is_file()):
+            raise ConfigError(
+                f"{where}.architecture",
+                f"{model.architecture!r} is neither a catalog model "
+                f"({', '.join(catalog.names())}) nor a config.json or GGUF file",
+            )
+        return
+    problem = planner.tp_problem(arch, model.gpus)
+    if problem is not None:
+        raise ConfigError(f"{where}.gpus", f"{model.gpus} GPUs cannot serve {arch.name}: {problem}")

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 from litestar.response import Stream
 
 from mvm_chat.chat.services import Services
@@ -27,11 +27,11 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 From = Annotated[
     str | None,
-    Parameter(query="from", max_length=64, description="YYYY-MM-DD or ISO-8601 date-time"),
+    QueryParameter(name="from", max_length=64, description="YYYY-MM-DD or ISO-8601 date-time"),
 ]
 To = Annotated[
     str | None,
-    Parameter(query="to", max_length=64, description="YYYY-MM-DD (inclusive) or date-time"),
+    QueryParameter(name="to", max_length=64, description="YYYY-MM-DD (inclusive) or date-time"),
 ]
 Filter = Annotated[str | None, Parameter(max_length=200)]
 

@@ -12,7 +12,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from mvm_chat.chat.services import Services
 from mvm_chat.errors import Forbidden, Unauthorized
-from mvm_chat.store.keys import Principal, authenticate
+from mvm_chat.store.keys import Principal, authenticate_in
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/schema")
 ADMIN_COOKIE = "mvm_admin"
@@ -37,8 +37,7 @@ async def principal_for_key(
     if not key or len(key) > 256:
         return None
     services: Services = connection.app.state.services
-    async with services.db.session() as session:
-        principal = await authenticate(session, key)
+    principal = await authenticate_in(services.db, key)
     if principal is not None:
         structlog.contextvars.bind_contextvars(tenant=principal.tenant)
     return principal
@@ -79,7 +78,8 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
 
 
 def _role_guard(*roles: str) -> Any:
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    # async, so that Litestar calls it on the loop (it hands a sync guard to a thread)
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = connection.scope.get("user")
         if not isinstance(principal, Principal):
             raise Unauthorized("missing bearer key")

@@ -12,6 +12,7 @@ from litestar.response import Stream
 from sqlalchemy import func, select
 
 from mvm_chat.api.auth import principal_of
+from mvm_chat.api.openapi import problems
 from mvm_chat.api.schemas import (
     ConversationDetail,
     ConversationList,
@@ -133,6 +134,7 @@ class ConversationController(Controller):
         "/{conversation_id:str}/messages",
         status_code=200,
         summary="Send a message; the reply is JSON, or server-sent events with stream: true",
+        responses=problems(409, 502),
     )
     async def send(
         self,

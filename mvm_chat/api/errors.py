@@ -9,7 +9,9 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from mvm_chat.errors import MvmChatError, ServiceUnavailable
+from mvm_chat import redaction
+from mvm_chat.errors import MvmChatError, ServiceUnavailable, TooManyRequests
+from mvm_chat.store.pg_errors import is_bad_text
 
 log = structlog.get_logger(__name__)
 
@@ -56,12 +58,13 @@ def problem(
 def problem_for(exc: BaseException) -> tuple[int, str, dict[str, str]]:
     """Status, detail and headers for any exception; never a stack trace."""
     if isinstance(exc, MvmChatError):
-        headers = (
-            {"Retry-After": str(exc.retry_after)} if isinstance(exc, ServiceUnavailable) else {}
-        )
-        return exc.status_code, exc.detail, headers
+        retry = exc.retry_after if isinstance(exc, ServiceUnavailable | TooManyRequests) else None
+        headers = {"Retry-After": str(retry)} if retry is not None else {}
+        return exc.status_code, redaction.scrub(exc.detail), headers
     if isinstance(exc, ValidationException):
         return _validation(exc)
+    if is_bad_text(exc):
+        return 422, "input: text may not contain NUL (\\u0000) characters", {}
     if isinstance(exc, HTTPException):
         headers = dict(exc.headers or {})
         return exc.status_code, str(exc.detail), headers

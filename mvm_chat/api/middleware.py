@@ -44,6 +44,8 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers: list[Any] = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                took = (time.perf_counter() - started) * 1000
+                headers.append((b"server-timing", b"app;dur=%.3f" % took))
                 message["headers"] = headers
             await send(message)
 

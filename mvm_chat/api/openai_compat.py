@@ -11,6 +11,7 @@ from litestar import Request, Response, get, post
 from litestar.response import Stream
 
 from mvm_chat.api.auth import principal_of
+from mvm_chat.api.openapi import problems
 from mvm_chat.api.schemas import ChatCompletionRequest, ModelCard, ModelList
 from mvm_chat.api.turns import answer, begin_turn, error_frame, sse
 from mvm_chat.chat.router import AUTO
@@ -124,7 +125,12 @@ async def _chunks(
     yield sse("[DONE]")
 
 
-@post("/v1/chat/completions", status_code=200, summary="OpenAI-compatible chat completion")
+@post(
+    "/v1/chat/completions",
+    status_code=200,
+    summary="OpenAI-compatible chat completion",
+    responses=problems(404, 409, 502),
+)
 async def chat_completions(
     request: Request[Any, Any, Any], data: ChatCompletionRequest, services: Services
 ) -> Response[Any]:

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from litestar import Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from mvm_chat.chat.services import Services
 
@@ -25,7 +26,12 @@ async def _check(coro: Any) -> tuple[bool, str]:
     return True, ""
 
 
-@get("/readyz", summary="Readiness: database, cache and engines", tags=["system"])
+@get(
+    "/readyz",
+    summary="Readiness: database, cache and engines",
+    tags=["system"],
+    responses={503: ResponseSpec(dict[str, Any], description="Not ready: the same body")},
+)
 async def readyz(services: Services) -> Response[dict[str, Any]]:
     async def engine_check(name: str) -> dict[str, Any]:
         try:

@@ -14,6 +14,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import Parameter
 
 from mvm_chat.api.auth import CLIENT_ROLES, principal_of, resolve_principal
+from mvm_chat.api.protection import IdleClock, protection_of
 from mvm_chat.api.turns import error_frame, frames, turn_events
 from mvm_chat.cache.pubsub import Subscription
 from mvm_chat.chat.handoff import conversation_channel
@@ -66,7 +67,7 @@ def _turn_request(socket: WebSocket[Any, Any, Any], conversation_id: str, raw: s
 
 
 async def _push(
-    socket: WebSocket[Any, Any, Any], events: Subscription, sending: asyncio.Lock
+    socket: WebSocket[Any, Any, Any], events: Subscription, sending: asyncio.Lock, idle: IdleClock
 ) -> None:
     """Forward handoff events to the socket until it closes (or this task is cancelled)."""
     try:
@@ -74,6 +75,7 @@ async def _push(
             if event.get("type") in PUSHED_EVENTS:
                 async with sending:
                     await socket.send_json(event)
+                idle.touch()
     except WebSocketDisconnect:
         return
     except Exception as exc:
@@ -106,10 +108,11 @@ async def conversation_socket(
         await socket.close(code=4404, reason="conversation not found")
         return
     sending = asyncio.Lock()  # turn frames and pushed events never interleave mid-frame
+    idle = IdleClock(services.settings.limits.websocket_idle_s)
     async with services.pubsub.subscribe(conversation_channel(conversation_id)) as events:
-        pusher = asyncio.create_task(_push(socket, events, sending))
+        pusher = asyncio.create_task(_push(socket, events, sending, idle))
         try:
-            await _serve(socket, services, conversation_id, sending)
+            await _serve(socket, services, conversation_id, sending, idle)
         finally:
             pusher.cancel()
             with suppress(asyncio.CancelledError):
@@ -121,8 +124,11 @@ async def _serve(
     services: Services,
     conversation_id: str,
     sending: asyncio.Lock,
+    idle: IdleClock,
 ) -> None:
-    """Answer the client's message frames, one turn at a time, until it goes away."""
+    """Answer the client's message frames, one turn at a time, until it goes away or stays
+    idle for ``limits.websocket_idle_s``."""
+    protection = protection_of(socket)
 
     async def send(item: dict[str, Any]) -> None:
         async with sending:
@@ -130,16 +136,26 @@ async def _serve(
 
     try:
         while True:
-            raw = await socket.receive_text()
+            raw = await idle.receive_text(socket)
+            if raw is None:
+                await send({"type": "error", "code": 408, "detail": "closed: idle too long"})
+                await socket.close(code=4408, reason="idle")
+                return
             try:
                 request = _turn_request(socket, conversation_id, raw)
                 structlog.contextvars.bind_contextvars(request_id=request.request_id)
+                await protection.count(request.principal)
                 prepared = await prepare_turn(services, request)
+                protection.take_slot(request.principal)
             except Exception as exc:
                 await send(error_frame(exc))
                 continue
-            async with aclosing(frames(turn_events(services, prepared))) as stream:
-                async for item in stream:
-                    await send(item)
+            try:
+                async with aclosing(frames(turn_events(services, prepared))) as stream:
+                    async for item in stream:
+                        await send(item)
+            finally:
+                protection.release_slot(request.principal)
+            idle.touch()
     except WebSocketDisconnect:
         log.info("ws.closed", conversation_id=conversation_id)

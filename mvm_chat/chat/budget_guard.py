@@ -17,6 +17,7 @@ from mvm_chat.chat import router
 from mvm_chat.chat.components import fire
 from mvm_chat.chat.escalation import Move
 from mvm_chat.chat.services import Services
+from mvm_chat.chat.tenant_tiers import tenant_settings
 from mvm_chat.ledger.budgets import Reservation, TenantBudget, generous_prompt_tokens
 from mvm_chat.ledger.ledger import CallRecord, price
 from mvm_chat.ledger.pricing import max_call_cost
@@ -79,7 +80,8 @@ class BudgetGuard:
         best free model and the move there; None when no model is left (all ``failed``)."""
         if await self.hold(route.model, prompt_tokens, max_tokens):
             return route, None
-        settings, services = self.services.settings, self.services
+        services = self.services
+        settings = tenant_settings(services.settings, self.tenant)  # its allowed tiers only
         target = router.best_free(settings, route.model, self.is_free, services.load(), failed)
         if target is None:
             return None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from mvm_chat import redaction
 from mvm_chat.errors import ConfigError
 from mvm_chat.metrics import Metrics
 from mvm_chat.plugins import PluginSet
@@ -52,7 +53,7 @@ def resolve_env(value: Any, where: str) -> Any:
         if set(value) == {"env"} and isinstance(value["env"], str):
             if value["env"] not in os.environ:
                 raise ConfigError(where, f"environment variable {value['env']} is not set")
-            return os.environ[value["env"]]
+            return redaction.remember(os.environ[value["env"]])
         return {k: resolve_env(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list):
         return [resolve_env(v, f"{where}[{i}]") for i, v in enumerate(value)]

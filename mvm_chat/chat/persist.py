@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 import structlog
+from sqlalchemy import Table, insert, select, update
 
+from mvm_chat.chat import persist_pg
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import PreparedTurn
 from mvm_chat.ledger.ledger import CallRecord, ledger_entry
 from mvm_chat.settings import ModelSettings
 from mvm_chat.store import idempotency
 from mvm_chat.store.conversations import reserve_seq, retry_on_conflict
-from mvm_chat.store.models import Conversation, Message, utcnow
-from mvm_chat.store.rollups import add_to_rollup
+from mvm_chat.store.models import Conversation, LedgerEntry, Message, new_id, utcnow
+from mvm_chat.store.rollups import add_to_rollup, rollup_rows, rollup_upsert
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +39,39 @@ async def store_turn(
     )
 
 
+_CONVERSATIONS = cast(Table, Conversation.__table__)
+_MESSAGES = cast(Table, Message.__table__)
+_LEDGER = cast(Table, LedgerEntry.__table__)
+_LEDGER_COLUMNS = tuple(c.key for c in _LEDGER.columns if c.key != "id")
+
+
+def ledger_row(entry: LedgerEntry) -> dict[str, Any]:
+    """The column values of a ledger row built by :func:`ledger_entry`, for a Core insert."""
+    return {name: getattr(entry, name) for name in _LEDGER_COLUMNS}
+
+
+def _message_row(
+    conversation_id: str,
+    seq: int,
+    role: str,
+    content: str,
+    intent: str | None,
+    created_at: datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "conversation_id": conversation_id,
+        "seq": seq,
+        "role": role,
+        "content": content,
+        "model": None,
+        "tier": None,
+        "intent": intent,
+        "metadata": {},
+        "created_at": created_at or utcnow(),
+    }
+
+
 async def _store_once(
     services: Services,
     prepared: PreparedTurn,
@@ -44,62 +80,70 @@ async def _store_once(
     text: str,
     metadata: dict[str, Any],
 ) -> str:
+    # Core inserts, not the ORM's unit of work; on Postgres a new conversation's turn is
+    # a single statement (persist_pg), otherwise a handful of statements, one transaction.
     request = prepared.request
     intent = prepared.turn.intent.label if prepared.turn.intent else None
     now = utcnow()
+    routing = {"routing": prepared.routing.as_metadata()}
+    answer_id = new_id()
+
+    def messages(seq: int) -> list[dict[str, Any]]:
+        question = _message_row(prepared.conversation_id, seq, "user", request.text, intent, now)
+        answer = _message_row(prepared.conversation_id, seq + 1, "assistant", text, intent)
+        answer.update(
+            id=answer_id,
+            model=answer_by.name,
+            tier=answer_by.tier,
+            metadata={"request_id": request.request_id, **metadata},
+        )
+        return [question, answer]
+
+    conversation = {
+        "id": prepared.conversation_id,
+        "tenant_id": request.principal.tenant_id,
+        "title": request.text[:80],
+        "status": "open",
+        "tier": answer_by.tier,
+        "metadata": routing,
+        "created_at": now,
+        "updated_at": now,
+    }
+    entries = [ledger_entry(services.settings, call, answer_id) for call in calls]
+    rollups = rollup_rows(entries)  # (sets each entry's created_at)
+    ledger = [ledger_row(e) for e in entries]
+    if (
+        prepared.is_new_conversation
+        and request.idempotency_id is None
+        and services.db.is_postgres
+        and persist_pg.fits(len(ledger), len(rollups))
+    ):
+        await persist_pg.write_new_conversation(
+            services.db, conversation, messages(0), ledger, rollups
+        )
+        return answer_id
     async with services.db.transaction() as session:
         if prepared.is_new_conversation:
-            session.add(
-                Conversation(
-                    id=prepared.conversation_id,
-                    tenant_id=request.principal.tenant_id,
-                    title=request.text[:80],
-                    tier=answer_by.tier,
-                    metadata_={"routing": prepared.routing.as_metadata()},
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            await session.flush()
+            await session.execute(insert(_CONVERSATIONS), conversation)
             seq = 0
         else:
             seq = await reserve_seq(session, prepared.conversation_id)
-            conversation = await session.get(Conversation, prepared.conversation_id)
-            if conversation is not None:
-                conversation.tier = answer_by.tier
-                conversation.metadata_ = {
-                    **(conversation.metadata_ or {}),
-                    "routing": prepared.routing.as_metadata(),
-                }
-        session.add(
-            Message(
-                conversation_id=prepared.conversation_id,
-                seq=seq,
-                role="user",
-                content=request.text,
-                intent=intent,
-                created_at=now,
+            stored = await session.scalar(
+                select(Conversation.metadata_).where(Conversation.id == prepared.conversation_id)
             )
-        )
-        answer = Message(
-            conversation_id=prepared.conversation_id,
-            seq=seq + 1,
-            role="assistant",
-            content=text,
-            model=answer_by.name,
-            tier=answer_by.tier,
-            intent=intent,
-            metadata_={"request_id": request.request_id, **metadata},
-            created_at=utcnow(),
-        )
-        session.add(answer)
-        await session.flush()
-        entries = [ledger_entry(services.settings, call, answer.id) for call in calls]
-        session.add_all(entries)
-        await add_to_rollup(session, entries)
+            await session.execute(
+                update(_CONVERSATIONS)
+                .where(_CONVERSATIONS.c.id == prepared.conversation_id)
+                .values(tier=answer_by.tier, metadata={**(stored or {}), **routing})
+            )
+        await session.execute(insert(_MESSAGES), messages(seq))
+        if ledger:
+            await session.execute(insert(_LEDGER), ledger)
+            upsert = rollup_upsert(services.db.engine.dialect.name)
+            await session.execute(upsert, rollups[0] if len(rollups) == 1 else rollups)
         if request.idempotency_id is not None:
-            await idempotency.mark_stored(session, request.idempotency_id, answer.id)
-    return answer.id
+            await idempotency.mark_stored(session, request.idempotency_id, answer_id)
+    return answer_id
 
 
 async def record_failure(services: Services, call: CallRecord) -> None:

@@ -22,6 +22,7 @@ from mvm_chat.chat.results import answer_metadata, call_record, finish
 from mvm_chat.chat.retrieval import retrieve, with_passages
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.skills import answer_by_skill
+from mvm_chat.chat.tenant_tiers import check_size, tenant_settings
 from mvm_chat.chat.turns import PreparedTurn, Routed, TurnEvent, TurnRequest, TurnResult
 from mvm_chat.engines.base import ChatMessage, TokenDelta, Usage, estimate_tokens
 from mvm_chat.errors import EngineError, NotFound
@@ -39,7 +40,9 @@ async def prepare_turn(services: Services, request: TurnRequest) -> PreparedTurn
 
     Raises before anything is streamed or stored (unknown conversation or model).
     """
-    route = router.choose(services.settings, request.model)
+    check_size(services.settings.limits, request)
+    settings = tenant_settings(services.settings, request.principal.tenant, request.model)
+    route = router.choose(settings, request.model)
     history: list[ChatMessage] = []
     routing = router.RoutingState()
     handed_off = False
@@ -97,6 +100,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
     """Answer a prepared turn: a :class:`Routed`, the tokens, then the :class:`TurnResult`."""
     components = _components(services)
     settings, request, turn = services.settings, prepared.request, prepared.turn
+    settings = tenant_settings(settings, request.principal.tenant)  # its allowed tiers only
     turn.metadata.update(tenant_id=request.principal.tenant_id, request_id=request.request_id)
     structlog.contextvars.bind_contextvars(conversation_id=prepared.conversation_id)
     guard = await BudgetGuard.open(services, request.principal)

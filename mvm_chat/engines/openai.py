@@ -7,7 +7,10 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
+import msgspec
 
+from mvm_chat import redaction
+from mvm_chat.engines import http1
 from mvm_chat.engines.base import (
     EngineHealth,
     Finished,
@@ -28,6 +31,12 @@ from mvm_chat.engines.openai_wire import (
 from mvm_chat.errors import ConfigError, EngineError
 from mvm_chat.settings import ModelSettings
 
+POOL_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=4.0)
+"""Kept-alive HTTP/1.1 connections to the upstream, enough for every concurrent call; idle
+ones are dropped before common servers' keep-alive timeouts (uvicorn's is 5 s) close them."""
+STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+"""Failures before any response of a kept-alive connection that the server had closed."""
+
 
 class OpenAIEngine:
     """Chat completions from an OpenAI-compatible ``base_url`` (which includes ``/v1``)."""
@@ -42,11 +51,12 @@ class OpenAIEngine:
         self.config = config
         self._inflight = 0
         self._client: httpx.AsyncClient | None = None
+        self._fast: http1.Http1Pool | None = None
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         if self.config.api_key_env:
-            key = os.environ.get(self.config.api_key_env, "")
+            key = redaction.remember(os.environ.get(self.config.api_key_env, ""))
             if key:
                 headers["Authorization"] = f"Bearer {key}"
         return headers
@@ -59,6 +69,7 @@ class OpenAIEngine:
                 base_url=self.config.base_url.rstrip("/") + "/",
                 timeout=timeout,
                 headers=self._headers(),
+                limits=POOL_LIMITS,
             )
         return self._client
 
@@ -69,6 +80,9 @@ class OpenAIEngine:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._fast is not None:
+            await self._fast.aclose()
+            self._fast = None
 
     @property
     def queue_depth(self) -> int:
@@ -101,6 +115,33 @@ class OpenAIEngine:
         finally:
             self._inflight -= 1
 
+    @property
+    def fast(self) -> http1.Http1Pool | None:
+        """The lean client for a plain-http upstream without a proxy (else None: httpx)."""
+        if self._fast is None and http1.usable_for(self.config.base_url):
+            self._fast = http1.Http1Pool(
+                self.config.base_url,
+                self._headers(),
+                self.config.connect_timeout_s,
+                self.config.timeout_s,
+            )
+        return self._fast
+
+    async def _send(self, body: dict[str, Any]) -> httpx.Response | http1.Response:
+        """POST ``body`` and read the response's headers; once more, on a new connection,
+        when a kept-alive connection turns out to have been closed by the server."""
+        fast = self.fast
+        if fast is not None:
+            return await fast.post("chat/completions", msgspec.json.encode(body))
+        for attempt in range(2):
+            request = self.client.build_request("POST", "chat/completions", json=body)
+            try:
+                return await self.client.send(request, stream=True)
+            except STALE_CONNECTION:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
     async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         name = self.config.name
         usage: Usage | None = None
@@ -109,19 +150,26 @@ class OpenAIEngine:
         answer: list[str] = []
         generated = 0
         try:
-            async with self.client.stream(
-                "POST", "chat/completions", json=self._body(request)
-            ) as response:
+            response = await self._send(self._body(request))
+            try:
                 if response.status_code != 200:
-                    await response.aread()
-                    raise EngineError(status_problem(name, response))
+                    content = await response.aread()
+                    failed = (
+                        response.as_httpx(content)
+                        if isinstance(response, http1.Response)
+                        else response
+                    )
+                    raise EngineError(status_problem(name, failed))
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
+                        # read on to the end of the body, so the connection is kept for reuse
                         completed = True
-                        break
+                        continue
+                    if completed:
+                        continue
                     chunk = parse_chunk(data, name)
                     if chunk.get("usage"):
                         usage = usage_of(chunk["usage"])
@@ -133,8 +181,14 @@ class OpenAIEngine:
                             yield delta
                         if choice.get("finish_reason"):
                             finish_reason = str(choice["finish_reason"])
+            finally:
+                await response.aclose()
         except httpx.HTTPError as exc:
-            raise transport_error(name, exc) from None
+            # after [DONE] the answer is whole: a server that then drops the connection (as
+            # llama-cpp-python's does when it interrupts a stream for a waiting request)
+            # costs only the connection
+            if not completed:
+                raise transport_error(name, exc) from None
         if not completed and finish_reason is None:
             raise EngineError(f"model {name}: upstream stream ended early")
         reason = checked(name, request.choices, "".join(answer), finish_reason or "stop")

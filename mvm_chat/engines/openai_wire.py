@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from mvm_chat import redaction
 from mvm_chat.engines.base import TokenDelta, Usage
 from mvm_chat.errors import EngineError
 
@@ -98,7 +99,8 @@ def status_problem(name: str, response: httpx.Response) -> str:
     if isinstance(data, dict):
         inner = data.get("error")
         found = (inner if isinstance(inner, dict) else data).get("message")
-        message = found[:200] if isinstance(found, str) else ""
+        # an upstream may echo the key it was sent ("Incorrect API key provided: sk-...")
+        message = redaction.scrub(found)[:200] if isinstance(found, str) else ""
     return f"model {name}: upstream rejected the request (HTTP {status})" + (
         f": {message}" if message else ""
     )

@@ -90,8 +90,8 @@ async def search(db: Database, text: str, limit: int, tenant_id: str | None) -> 
         if not query:
             return []
     params = {"query": query, "tenant_id": tenant_id, "limit": limit}
-    async with db.session() as session:
-        rows = (await session.execute(statement, params)).all()
+    async with db.connect() as conn:
+        rows = (await conn.execute(statement, params)).all()
     return [
         Passage(text=row.text, source=source_of(row.source, row.heading), score=float(row.score))
         for row in rows

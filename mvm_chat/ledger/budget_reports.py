@@ -95,6 +95,7 @@ async def set_budget(
         tenant_id, recount = await _upsert(budgets, tenant, monthly_usd, include_self_hosted)
     if tenant_id is None:
         return None
+    budgets.forget(tenant_id)
     month = store.month_of()
     budget = TenantBudget(tenant_id, monthly_usd, include_self_hosted, month, Decimal(0))
     await budgets.ensure_month(budget, month)

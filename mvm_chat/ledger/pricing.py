@@ -76,6 +76,9 @@ def max_call_cost(model: ModelSettings, prompt_tokens: int, max_tokens: int) -> 
     API models: ``prompt_tokens`` (pass a generous estimate) at the input price plus
     ``max_tokens`` at the output price. Self-hosted models: ``timeout_s`` of the whole
     hardware (``gpu_hour_usd`` x ``gpus`` for ``sglang``, ``cpu_hour_usd`` for ``llamacpp``).
+    The capacity planner's estimate (:mod:`mvm_chat.ledger.estimates`) is not used here: it
+    prices the call at the GPUs' ideal speed, so it is what a call should cost, not the most
+    it can (a slow or crowded server takes longer, up to the timeout).
     """
     if model.engine in ("llamacpp", "sglang"):
         hour = model.cpu_hour_usd if model.engine == "llamacpp" else model.gpu_hour_usd * model.gpus

@@ -7,13 +7,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -23,6 +25,8 @@ from sqlalchemy.ext.asyncio import (
 from mvm_chat.errors import ConfigError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+DISCONNECTED = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+"""asyncpg's failures of a connection (rather than of a statement)."""
 
 
 def _prepare_sqlite_path(url: str) -> None:
@@ -52,7 +56,9 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.drivername.startswith("postgresql"):
-        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # No pre-ping: it would cost a round trip per checkout. A connection found dead is
+        # reported once and the pool is emptied (SQLAlchemy invalidates it on the error).
+        return create_async_engine(url, pool_size=20, max_overflow=20, pool_recycle=1800)
     raise ConfigError("database.url", f"unsupported database {parsed.drivername!r}")
 
 
@@ -63,6 +69,34 @@ class Database:
         self.url = url
         self.engine = create_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """An autocommit connection: each statement is a transaction of its own, with no
+        BEGIN / COMMIT round trips around it (a read, or a write that is one statement)."""
+        async with self.autocommit.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[Any]:
+        """The driver's own connection (asyncpg's on Postgres) from the pool, in autocommit:
+        for the hot path's few statements, compiled once with :func:`driver_sql`, without
+        SQLAlchemy's work on each execution."""
+        async with self.autocommit.connect() as conn:
+            raw = await conn.get_raw_connection()
+            try:
+                yield raw.driver_connection
+            except DISCONNECTED:
+                # what SQLAlchemy does when it sees the error itself: this connection is
+                # dropped and the pool renewed, since the others are likely dead too
+                await conn.invalidate()
+                await self.engine.dispose()
+                raise
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -88,6 +122,13 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def driver_sql(statement: Any, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+    """``statement`` compiled for ``dialect``: its SQL and its parameters' names in the
+    order the driver takes them (positional, ``$1``... on asyncpg)."""
+    compiled = statement.compile(dialect=dialect)
+    return str(compiled), tuple(compiled.positiontup or ())
 
 
 def alembic_config(url: str) -> Config:

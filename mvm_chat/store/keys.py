@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from mvm_chat.store.db import Database, driver_sql
 from mvm_chat.store.models import ApiKey, Tenant, utcnow
 
 ROLES = ("client", "agent", "admin")
@@ -64,22 +68,45 @@ async def create_key(
     return row, plaintext
 
 
-async def authenticate(session: AsyncSession, key: str) -> Principal | None:
-    """The principal behind ``key``, or None when it is unknown or revoked."""
+_BY_HASH = (
+    select(ApiKey.id, ApiKey.tenant_id, Tenant.name, ApiKey.role, ApiKey.key_hash)
+    .join(Tenant, Tenant.id == ApiKey.tenant_id)
+    .where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
+)
+"""One indexed lookup (``api_keys.key_hash`` is unique), built once."""
+
+
+@functools.cache
+def _by_hash_sql(dialect: Dialect) -> str:
+    return driver_sql(_BY_HASH, dialect)[0]
+
+
+async def authenticate_in(db: Database, key: str) -> Principal | None:
+    """:func:`authenticate` on ``db``: one round trip, and on Postgres straight through
+    asyncpg with the statement compiled once."""
+    if not db.is_postgres:
+        async with db.connect() as conn:
+            return await authenticate(conn, key)
     digest = hash_key(key)
-    row = (
-        await session.execute(
-            select(ApiKey, Tenant.name)
-            .join(Tenant, Tenant.id == ApiKey.tenant_id)
-            .where(ApiKey.key_hash == digest)
-        )
-    ).first()
+    async with db.driver() as driver:
+        row = await driver.fetchrow(_by_hash_sql(db.engine.dialect), digest)
+    return _principal(row, digest)
+
+
+def _principal(row: Any, digest: str) -> Principal | None:
     if row is None:
         return None
-    api_key, tenant_name = row
-    if api_key.revoked_at is not None or not hmac.compare_digest(api_key.key_hash, digest):
+    key_id, tenant_id, tenant_name, role, stored = row
+    if not hmac.compare_digest(stored, digest):
         return None
-    return Principal(api_key.tenant_id, tenant_name, api_key.id, api_key.role)
+    return Principal(tenant_id, tenant_name, key_id, role)
+
+
+async def authenticate(session: AsyncSession | AsyncConnection, key: str) -> Principal | None:
+    """The principal behind ``key``, or None when it is unknown or revoked."""
+    digest = hash_key(key)
+    row = (await session.execute(_BY_HASH, {"digest": digest})).first()
+    return _principal(row, digest)
 
 
 async def revoke_key(session: AsyncSession, key_id_or_prefix: str) -> int:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    bindparam,
     case,
     cast,
     delete,
@@ -117,12 +118,10 @@ def _values_of(entry: LedgerEntry) -> dict[str, Any]:
     return values
 
 
-async def add_to_rollup(session: AsyncSession, entries: Iterable[LedgerEntry]) -> None:
-    """Count ledger rows that ``session`` is writing into the rollup (same transaction).
-
-    Sets ``created_at`` on entries that have none yet, so that row and rollup agree on the day.
-    Keys are upserted in sorted order, so concurrent writers lock rollup rows in one order.
-    """
+def rollup_rows(entries: Iterable[LedgerEntry]) -> list[dict[str, Any]]:
+    """The rollup increments of ledger rows, one per rollup key, in key order (so that
+    concurrent writers lock rollup rows in one order). Sets ``created_at`` on entries that
+    have none yet, so that row and rollup agree on the day."""
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for entry in entries:
         if entry.created_at is None:
@@ -134,13 +133,40 @@ async def add_to_rollup(session: AsyncSession, entries: Iterable[LedgerEntry]) -
                 merged[key][name] += values[name]
         else:
             merged[key] = values
-    if not merged:
+    return [merged[key] for key in sorted(merged)]
+
+
+async def add_to_rollup(session: AsyncSession, entries: Iterable[LedgerEntry]) -> None:
+    """Count ledger rows that ``session`` is writing into the rollup (same transaction)."""
+    rows = rollup_rows(entries)
+    if not rows:
         return
-    rows = [merged[key] for key in sorted(merged)]
-    dialect = session.get_bind().dialect.name
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(ledger_rollups).values(rows)
-    update = {name: ledger_rollups.c[name] + stmt.excluded[name] for name in SUMS}
-    await session.execute(stmt.on_conflict_do_update(index_elements=list(KEY), set_=update))
+    upsert = rollup_upsert(session.get_bind().dialect.name)
+    await session.execute(upsert, rows[0] if len(rows) == 1 else rows)
+
+
+_UPSERTS: dict[tuple[str, int], Any] = {}
+
+
+def rollup_upsert(dialect: str, rows: int = 0) -> Any:
+    """The rollup's upsert for ``dialect``, built once (so it compiles once, not per turn);
+    with ``rows``, for that many rows of bound parameters ``r{i}_{column}`` in one VALUES."""
+    found = _UPSERTS.get((dialect, rows))
+    if found is None:
+        stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(ledger_rollups)
+        if rows:
+            names = (*KEY, *SUMS)
+            stmt = stmt.values(
+                [
+                    {n: bindparam(f"r{i}_{n}", type_=ledger_rollups.c[n].type) for n in names}
+                    for i in range(rows)
+                ]
+            )
+        update = {name: ledger_rollups.c[name] + stmt.excluded[name] for name in SUMS}
+        found = _UPSERTS[dialect, rows] = stmt.on_conflict_do_update(
+            index_elements=list(KEY), set_=update
+        )
+    return found
 
 
 def day_of(dialect: str, column: Any) -> ColumnElement[Any]:
