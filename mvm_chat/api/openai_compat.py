@@ -16,6 +16,7 @@ from mvm_chat.api.schemas import ChatCompletionRequest, ModelCard, ModelList
 from mvm_chat.api.turns import answer, begin_turn, error_frame, sse
 from mvm_chat.chat.router import AUTO
 from mvm_chat.chat.services import Services
+from mvm_chat.chat.tenant_tiers import tenant_settings
 from mvm_chat.chat.turns import Routed, TurnEvent, TurnRequest, TurnResult
 from mvm_chat.engines.base import ChatMessage, TokenDelta
 from mvm_chat.errors import InvalidInput
@@ -148,8 +149,10 @@ async def chat_completions(
     return Response(_completion(result, created), headers=headers)
 
 
-@get("/v1/models", summary="The model catalog, OpenAI shape")
-async def list_models(services: Services) -> ModelList:
+@get("/v1/models", summary="The models this key may use, OpenAI shape")
+async def list_models(request: Request[Any, Any, Any], services: Services) -> ModelList:
+    """``auto`` and the catalog models on the tiers the caller's tenant may use."""
+    settings = tenant_settings(services.settings, principal_of(request).tenant)
     cards = [ModelCard(id=AUTO, tier="", engine="router")]
-    cards += [ModelCard(id=m.name, tier=m.tier, engine=m.engine) for m in services.settings.models]
+    cards += [ModelCard(id=m.name, tier=m.tier, engine=m.engine) for m in settings.models]
     return ModelList(data=cards)

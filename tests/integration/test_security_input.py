@@ -412,6 +412,11 @@ def _ledger_models(site: Site, tenant: str) -> set[str]:
 
 
 def test_a_tenant_picks_only_among_its_allowed_tiers(site: Site, script: Any) -> None:
+    listed = site.call("limited", "GET", "/v1/models").json()["data"]
+    assert [m["id"] for m in listed] == ["auto", "small"]
+    assert {"big", "paid"} <= {
+        m["id"] for m in site.call("client", "GET", "/v1/models").json()["data"]
+    }
     for model in ("big", "paid"):
         refused = site.call("limited", "POST", "/v1/chat/completions", json=_chat("hi", model))
         assert refused.status_code == 403 and model in refused.json()["detail"]
