@@ -8,9 +8,11 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import DBAPIError
 
 from mvm_chat import redaction
 from mvm_chat.errors import MvmChatError, ServiceUnavailable, TooManyRequests
+from mvm_chat.store.db import DISCONNECTED
 from mvm_chat.store.pg_errors import is_bad_text
 
 log = structlog.get_logger(__name__)
@@ -65,10 +67,27 @@ def problem_for(exc: BaseException) -> tuple[int, str, dict[str, str]]:
         return _validation(exc)
     if is_bad_text(exc):
         return 422, "input: text may not contain NUL (\\u0000) characters", {}
+    if _database_unreachable(exc):
+        return 503, "The database is unavailable; retry later.", {"Retry-After": "5"}
     if isinstance(exc, HTTPException):
         headers = dict(exc.headers or {})
         return exc.status_code, str(exc.detail), headers
     return HTTP_500_INTERNAL_SERVER_ERROR, "An unexpected error occurred.", {}
+
+
+def _database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is a lost or refused database connection."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DISCONNECTED):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
 
 
 def _validation(exc: ValidationException) -> tuple[int, str, dict[str, str]]:
