@@ -152,6 +152,7 @@ class ConversationController(Controller):
             max_tokens=data.max_tokens,
             temperature=data.temperature,
             use_cache="no-cache" not in request.headers.get("cache-control", ""),
+            streams=bool(data.stream),
         )
         events, _ = await begin_turn(request, services, turn)
         if data.stream:

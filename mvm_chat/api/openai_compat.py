@@ -48,6 +48,7 @@ def _turn_request(request: Request[Any, Any, Any], data: ChatCompletionRequest) 
         max_tokens=data.max_completion_tokens or data.max_tokens,
         temperature=data.temperature,
         use_cache="no-cache" not in request.headers.get("cache-control", ""),
+        streams=bool(data.stream),
     )
 
 

@@ -157,6 +157,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
     yield Routed(prepared.conversation_id, route.model.name, route.tier, route.reason)
 
     hold = holds_back(components)
+    buffer = hold or not request.streams
     calls: list[CallRecord] = []
     reason = moves[-1].reason if moves else None
     failed: set[str] = set()
@@ -173,7 +174,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                 )
             ) as stream:
                 async for delta in stream:
-                    if not hold:
+                    if not buffer:
                         streamed = True
                         yield delta
         except EngineError as exc:
@@ -288,7 +289,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
         calls.append(call_record(prepared, attempt, len(calls), "ok", reason, prompt_estimate))
         await guard.settle(calls[-1])
         break
-    if hold:
+    if buffer:
         yield TokenDelta(attempt.text, attempt.tokens)
     finish_reason = attempt.finished.finish_reason if attempt.finished else "stop"
     if auto:

@@ -29,6 +29,9 @@ class TurnRequest:
     use_cache: bool = True
     idempotency_id: int | None = None
     """The claimed ``Idempotency-Key``: the stored answer is recorded against it."""
+    streams: bool = True
+    """The caller sends text as it comes; False: it waits for the whole answer, so a call that
+    fails part-way can still fall back."""
 
 
 @dataclass(slots=True)
