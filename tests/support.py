@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -173,3 +175,20 @@ class LlamaCppServer:
             self.proc.terminate()
             self.proc.wait(timeout=15)
             self.proc = None
+
+
+def query_db(url: str, sql: str, **params: object) -> list[tuple[Any, ...]]:
+    """The rows of one SQL statement on the database at ``url`` (SQLite or Postgres)."""
+    from sqlalchemy import text
+
+    from mvm_chat.store.db import Database
+
+    async def run() -> list[tuple[Any, ...]]:
+        db = Database(url)
+        try:
+            async with db.session() as session:
+                return [tuple(row) for row in (await session.execute(text(sql), params)).all()]
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())

@@ -3,7 +3,6 @@ sums over ``ledger_entries`` computed in SQL, to the last stored digit."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import Iterator
@@ -15,10 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
-from mvm_chat.store.db import Database
-from tests.support import MODEL_TOML, Server, mvm
+from tests.support import MODEL_TOML, Server, mvm, query_db
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +35,7 @@ class Deployment:
         return httpx.get(f"{self.server.url}{path}", params=params, headers=self.admin, timeout=60)
 
     def sql(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-        async def run() -> list[tuple[Any, ...]]:
-            db = Database(self.url)
-            try:
-                async with db.session() as session:
-                    return [tuple(r) for r in (await session.execute(text(sql), params)).all()]
-            finally:
-                await db.dispose()
-
-        return asyncio.run(run())
+        return query_db(self.url, sql, **params)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

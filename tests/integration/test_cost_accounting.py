@@ -3,7 +3,6 @@ its ledger rows, and ``/admin/costs/summary`` equals the sums over ``ledger_entr
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -12,25 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
-from mvm_chat.store.db import Database
-from tests.support import MODEL_TOML, LlamaCppServer, Server, mvm
+from tests.support import MODEL_TOML, LlamaCppServer, Server, mvm, query_db
 
 pytestmark = pytest.mark.postgres
 GROUPS = ("day", "model", "tier", "tenant", "intent")
-
-
-def _query(url: str, sql: str, **params: object) -> list[tuple[Any, ...]]:
-    async def run() -> list[tuple[Any, ...]]:
-        db = Database(url)
-        try:
-            async with db.session() as session:
-                return [tuple(row) for row in (await session.execute(text(sql), params)).all()]
-        finally:
-            await db.dispose()
-
-    return asyncio.run(run())
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +112,7 @@ def test_replies_and_summary_agree_with_the_ledger(books: Server, pg_url: str) -
     assert replies[5]["model"] == "human" and replies[5]["handoff_id"]
 
     for mvm_reply in replies:
-        [(cost, baseline)] = _query(
+        [(cost, baseline)] = query_db(
             pg_url,
             "SELECT coalesce(sum(cost_usd), 0), coalesce(sum(baseline_cost_usd), 0) "
             "FROM ledger_entries WHERE message_id = :m",
@@ -138,15 +123,15 @@ def test_replies_and_summary_agree_with_the_ledger(books: Server, pg_url: str) -
         assert Decimal(mvm_reply["savings_usd"]) == Decimal(f"{baseline - cost:.6f}")
 
     for _ in range(100):  # the disconnected turn is stored in the background
-        if _query(pg_url, "SELECT 1 FROM ledger_entries WHERE status = 'client_disconnected'"):
+        if query_db(pg_url, "SELECT 1 FROM ledger_entries WHERE status = 'client_disconnected'"):
             break
         time.sleep(0.2)
-    [(count, prompt, completion, cost, baseline)] = _query(
+    [(count, prompt, completion, cost, baseline)] = query_db(
         pg_url,
         "SELECT count(*), sum(prompt_tokens), sum(completion_tokens), sum(cost_usd), "
         "sum(baseline_cost_usd) FROM ledger_entries",
     )
-    statuses = {s for (s,) in _query(pg_url, "SELECT DISTINCT status FROM ledger_entries")}
+    statuses = {s for (s,) in query_db(pg_url, "SELECT DISTINCT status FROM ledger_entries")}
     assert statuses == {"ok", "client_disconnected"}
     for group_by in GROUPS:
         summary = httpx.get(
@@ -174,7 +159,7 @@ def test_replies_and_summary_agree_with_the_ledger(books: Server, pg_url: str) -
             timeout=30,
         ).json()["rows"]
     }
-    for model, model_cost in _query(
+    for model, model_cost in query_db(
         pg_url, "SELECT model, sum(cost_usd) FROM ledger_entries GROUP BY model"
     ):
         assert _money(by_model[model]["cost_usd"]) == _money(model_cost), json.dumps(by_model)

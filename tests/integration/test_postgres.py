@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
-from sqlalchemy import text
 
-from mvm_chat.store.db import Database
-from tests.support import MODEL_TOML, Server, mvm
-
-
-def _query(url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
-    async def run() -> list[tuple[object, ...]]:
-        db = Database(url)
-        try:
-            async with db.session() as session:
-                return [tuple(row) for row in (await session.execute(text(sql), params)).all()]
-        finally:
-            await db.dispose()
-
-    return asyncio.run(run())
+from tests.support import MODEL_TOML, Server, mvm, query_db
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +44,10 @@ def test_turns_are_stored_in_postgres(pg_server: Server, pg_url: str) -> None:
     chunks = list(streamed)
     assert chunks[-1].model_extra["mvm"]["conversation_id"] == conversation_id
 
-    assert _query(
+    assert query_db(
         pg_url, "SELECT count(*) FROM conversations WHERE id = :c", c=conversation_id
     ) == [(1,)]
-    rows = _query(
+    rows = query_db(
         pg_url,
         "SELECT role, content, model, tier FROM messages WHERE conversation_id = :c ORDER BY seq",
         c=conversation_id,
@@ -71,7 +56,7 @@ def test_turns_are_stored_in_postgres(pg_server: Server, pg_url: str) -> None:
     assert rows[0][1] == "Hello from Postgres."
     assert rows[1][1] == first.choices[0].message.content
     assert rows[1][2:] == ("smollm2-135m", "local")
-    ledger = _query(
+    ledger = query_db(
         pg_url,
         "SELECT model, tier, status, prompt_tokens, completion_tokens "
         "FROM ledger_entries WHERE conversation_id = :c",
@@ -83,7 +68,7 @@ def test_turns_are_stored_in_postgres(pg_server: Server, pg_url: str) -> None:
 
 def test_keys_are_stored_as_hashes(pg_server: Server, pg_url: str) -> None:
     key = pg_server.key("hash-check", role="agent")
-    stored = _query(
+    stored = query_db(
         pg_url,
         "SELECT key_hash, role FROM api_keys k JOIN tenants t "
         "ON t.id = k.tenant_id WHERE t.name = 'hash-check'",
