@@ -59,3 +59,17 @@ def seen(standin: str, path: str) -> list[dict[str, Any]]:
     """The bodies of the requests the stand-in got on ``path``."""
     requests = httpx.get(f"{standin}/_standin/requests").json()
     return [r["body"] for r in requests if r["path"] == path]
+
+
+def standin_model(standin: str, name: str, tier: str, max_tokens: int = 8) -> str:
+    """A ``[[models]]`` table: an ``sglang`` model served by the stand-in, metrics off."""
+    return f"""
+[[models]]
+name = "{name}"
+tier = "{tier}"
+engine = "sglang"
+base_url = "{standin}"
+upstream_model = "{SERVED}"
+metrics_interval_s = 0
+max_tokens = {max_tokens}
+"""

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.integration.conftest import SERVED, seen
+from tests.integration.conftest import SERVED, seen, standin_model
 from tests.support import Server, mvm
 
 SYS_CANARY = f"SYS-CANARY-{uuid.uuid4().hex}"
@@ -72,24 +72,8 @@ name = "gpu"
 [[tiers]]
 name = "api"
 
-[[models]]
-name = "small"
-tier = "local"
-engine = "sglang"
-base_url = "{standin}"
-upstream_model = "{SERVED}"
-metrics_interval_s = 0
-max_tokens = 8
-
-[[models]]
-name = "big"
-tier = "gpu"
-engine = "sglang"
-base_url = "{standin}"
-upstream_model = "{SERVED}"
-metrics_interval_s = 0
-max_tokens = 8
-
+{standin_model(standin, "small", "local")}
+{standin_model(standin, "big", "gpu")}
 [[models]]
 name = "paid"
 tier = "api"

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import SERVED
+from tests.integration.conftest import standin_model
 from tests.support import Server, mvm
 
 
@@ -18,15 +18,7 @@ def _config(standin: str) -> str:
 [[tiers]]
 name = "local"
 
-[[models]]
-name = "small"
-tier = "local"
-engine = "sglang"
-base_url = "{standin}"
-upstream_model = "{SERVED}"
-metrics_interval_s = 0
-max_tokens = 8
-"""
+{standin_model(standin, "small", "local")}"""
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.integration.conftest import SERVED
+from tests.integration.conftest import standin_model
 from tests.support import LlamaCppServer, Server
 
 API_CANARY = f"sk-canary-{uuid.uuid4().hex}"
@@ -112,15 +112,7 @@ name = "local"
 [[tiers]]
 name = "api"
 
-[[models]]
-name = "small"
-tier = "local"
-engine = "sglang"
-base_url = "{standin}"
-upstream_model = "{SERVED}"
-metrics_interval_s = 0
-max_tokens = 8
-
+{standin_model(standin, "small", "local")}
 [[models]]
 name = "frontier"
 tier = "api"

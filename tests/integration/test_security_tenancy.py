@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 from mvm_chat.api.auth import OPEN_PATHS, admin_guard, agent_guard, client_guard
 from mvm_chat.plugins import load_plugins
 from mvm_chat.settings import load_settings
-from tests.integration.conftest import SERVED
+from tests.integration.conftest import standin_model
 from tests.support import Server
 
 EXPECTED_OPEN = {
@@ -64,15 +64,7 @@ def _config(standin: str) -> str:
 [[tiers]]
 name = "local"
 
-[[models]]
-name = "small"
-tier = "local"
-engine = "sglang"
-base_url = "{standin}"
-upstream_model = "{SERVED}"
-metrics_interval_s = 0
-max_tokens = 16
-"""
+{standin_model(standin, "small", "local", max_tokens=16)}"""
 
 
 def _call(site: Site, who: str | None, method: str, path: str, **kw: Any) -> httpx.Response:
