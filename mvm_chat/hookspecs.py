@@ -34,6 +34,11 @@ def register_skills(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def register_embedders(register: Callable[[Any], None]) -> None:
+    """Register text embedders: objects with ``name`` and a blocking ``embed(texts)``."""
+
+
+@hookspec
 def register_engines(register: Callable[[str, Callable[..., Any]], None]) -> None:
     """Register engine kinds: ``register(kind, factory)``, ``factory(model_config) -> Engine``."""
 

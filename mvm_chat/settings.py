@@ -152,6 +152,12 @@ class ChatSettings(_Section):
     system_prompt: str = "You are a helpful, concise customer-service assistant."
     history_messages: int = 20
     cache_ttl_s: int = 3600
+    semantic_cache: str = ""
+    """The embedder (``register_embedders``) of the semantic response cache; empty: off."""
+    semantic_threshold: float = 0.92
+    """The cosine similarity at or above which a stored answer serves a new question."""
+    semantic_max_entries: int = 10_000
+    """Answers kept per conversation state (tenant, system prompt, history, settings)."""
 
 
 class HandoffSettings(_Section):
@@ -293,6 +299,10 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"{where}.max_tokens", "must be between 1 and 32768")
         _validate_prices(model, where)
         _validate_hardware(model, where)
+    if not 0 < settings.chat.semantic_threshold <= 1:
+        raise ConfigError("chat.semantic_threshold", "must be above 0 and at most 1")
+    if settings.chat.semantic_max_entries < 1:
+        raise ConfigError("chat.semantic_max_entries", "must be at least 1")
     if settings.routing.default_tier not in tiers:
         raise ConfigError("routing.default_tier", f"unknown tier {settings.routing.default_tier!r}")
     for label, tier in settings.routing.intent_floors.items():

@@ -13,7 +13,8 @@ from litestar import Request
 
 from mvm_chat.api.errors import problem_for
 from mvm_chat.api.idempotency import claim_for, replay_of, replayed
-from mvm_chat.chat.pipeline import prepare_turn, run_turn
+from mvm_chat.chat.pipeline import run_turn
+from mvm_chat.chat.prepare import prepare_turn
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import PreparedTurn, Routed, TurnEvent, TurnRequest, TurnResult
 from mvm_chat.engines.base import TokenDelta

@@ -18,7 +18,7 @@ from mvm_chat.api.protection import IdleClock, protection_of
 from mvm_chat.api.turns import error_frame, frames, turn_events
 from mvm_chat.cache.pubsub import Subscription
 from mvm_chat.chat.handoff import conversation_channel
-from mvm_chat.chat.pipeline import prepare_turn
+from mvm_chat.chat.prepare import prepare_turn
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import TurnRequest
 from mvm_chat.errors import Forbidden, InvalidInput, NotFound, Unauthorized

@@ -20,6 +20,12 @@ class CacheBackend(Protocol):
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
 
+    async def append(self, key: str, value: bytes, ttl_s: int) -> None:
+        """Add ``value`` to the end of the list at ``key``; the list expires ``ttl_s`` later."""
+
+    async def read_from(self, key: str, start: int) -> list[bytes] | None:
+        """The list at ``key`` from index ``start`` on; None when the backend is unreachable."""
+
     async def ping(self) -> None:
         """Raise if the backend cannot be reached."""
 
@@ -33,6 +39,7 @@ class MemoryCache:
 
     def __init__(self, max_items: int = 10_000) -> None:
         self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._lists: OrderedDict[str, tuple[float, list[bytes]]] = OrderedDict()
         self._max_items = max_items
 
     async def get(self, key: str) -> bytes | None:
@@ -52,11 +59,29 @@ class MemoryCache:
         while len(self._items) > self._max_items:
             self._items.popitem(last=False)
 
+    async def append(self, key: str, value: bytes, ttl_s: int) -> None:
+        _, values = self._lists.pop(key, (0.0, []))
+        values.append(value)
+        self._lists[key] = (time.monotonic() + ttl_s, values)
+        while len(self._lists) > self._max_items:
+            self._lists.popitem(last=False)
+
+    async def read_from(self, key: str, start: int) -> list[bytes] | None:
+        item = self._lists.get(key)
+        if item is None:
+            return []
+        if item[0] < time.monotonic():
+            del self._lists[key]
+            return []
+        self._lists.move_to_end(key)
+        return item[1][start:]
+
     async def ping(self) -> None:
         return None
 
     async def close(self) -> None:
         self._items.clear()
+        self._lists.clear()
 
 
 class RedisCache:
@@ -83,6 +108,23 @@ class RedisCache:
             await self._redis.set(self.prefix + key, value, ex=ttl_s)
         except (RedisError, OSError) as exc:
             log.warning("cache.unavailable", op="set", error=type(exc).__name__)
+
+    async def append(self, key: str, value: bytes, ttl_s: int) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.rpush(self.prefix + key, value)
+                pipe.expire(self.prefix + key, ttl_s)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("cache.unavailable", op="append", error=type(exc).__name__)
+
+    async def read_from(self, key: str, start: int) -> list[bytes] | None:
+        try:
+            values = await self._redis.lrange(self.prefix + key, start, -1)
+        except (RedisError, OSError) as exc:
+            log.warning("cache.unavailable", op="read_from", error=type(exc).__name__)
+            return None
+        return [v for v in values if isinstance(v, bytes)]
 
     async def ping(self) -> None:
         await self._redis.ping()

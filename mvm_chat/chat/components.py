@@ -29,6 +29,7 @@ KINDS = {
     "retriever": "register_retrievers",
     "escalation_policy": "register_escalation_policies",
     "skill": "register_skills",
+    "embedder": "register_embedders",
 }
 
 
@@ -129,7 +130,7 @@ def register_from(
 
 @dataclass(slots=True)
 class Components:
-    """Every registered classifier, retriever, escalation policy and skill of an app."""
+    """Every registered classifier, retriever, escalation policy, skill and embedder of an app."""
 
     metrics: Metrics
     items: list[Component] = field(default_factory=list)

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mvm_chat.cache import responses
 from mvm_chat.chat.services import Services
@@ -19,6 +20,9 @@ from mvm_chat.engines.base import (
     Usage,
 )
 from mvm_chat.settings import ModelSettings
+
+if TYPE_CHECKING:
+    from mvm_chat.cache.semantic import SemanticHit
 
 
 @dataclass(slots=True)
@@ -86,15 +90,22 @@ async def generate(
     request: GenerationRequest,
     tenant_id: str,
     use_cache: bool,
+    similar: SemanticHit | None = None,
 ) -> AsyncGenerator[TokenDelta, None]:
     """Stream one call's tokens into ``attempt`` (and to the caller); a cached answer when
-    the same tenant asked the same model the same prompt before."""
+    the same tenant asked the same model the same prompt before, or ``similar``'s answer."""
     key = responses.response_key(tenant_id, attempt.model.name, request)
     cached = None
-    if use_cache:
+    if similar is not None:
+        entry = similar.entry
+        cached = responses.CachedAnswer(
+            entry.text, Usage(entry.prompt_tokens, entry.completion_tokens)
+        )
+    elif use_cache:
         raw = await services.cache.get(key)
         cached = responses.decode(raw) if raw is not None else None
-    attempt.cache = "bypass" if not use_cache else ("hit" if cached else "miss")
+    hit = "semantic" if similar is not None else "hit"
+    attempt.cache = "bypass" if not use_cache else (hit if cached else "miss")
     services.metrics.cache.labels(attempt.cache).inc()
     if cached is not None:
         delta = TokenDelta(cached.text, cached.usage.completion_tokens)

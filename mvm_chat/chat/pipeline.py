@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import structlog
 
-from mvm_chat.chat import router
+from mvm_chat.chat import router, semantic
 from mvm_chat.chat.budget_guard import BUDGET_EXHAUSTED, BudgetGuard
 from mvm_chat.chat.components import Components, fire
 from mvm_chat.chat.escalation import Move, after_generation, apply, before_generation
@@ -22,78 +22,15 @@ from mvm_chat.chat.results import answer_metadata, call_record, finish
 from mvm_chat.chat.retrieval import retrieve, with_passages
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.skills import answer_by_skill
-from mvm_chat.chat.tenant_tiers import check_size, tenant_settings
-from mvm_chat.chat.turns import PreparedTurn, Routed, TurnEvent, TurnRequest, TurnResult
+from mvm_chat.chat.tenant_tiers import tenant_settings
+from mvm_chat.chat.turns import PreparedTurn, Routed, TurnEvent, TurnResult
 from mvm_chat.engines.base import ChatMessage, TokenDelta, Usage, estimate_tokens
-from mvm_chat.errors import EngineError, NotFound
+from mvm_chat.errors import EngineError
 from mvm_chat.ledger.ledger import CallRecord
 from mvm_chat.settings import ModelSettings
-from mvm_chat.store.conversations import get_conversation, list_messages
-from mvm_chat.store.models import new_id
 from mvm_chat.types import Escalation, Turn
 
 log = structlog.get_logger(__name__)
-
-
-async def prepare_turn(services: Services, request: TurnRequest) -> PreparedTurn:
-    """Check the conversation, load its history, choose the model and build the prompt.
-
-    Raises before anything is streamed or stored (unknown conversation or model).
-    """
-    check_size(services.settings.limits, request)
-    settings = tenant_settings(services.settings, request.principal.tenant, request.model)
-    route = router.choose(settings, request.model)
-    history: list[ChatMessage] = []
-    routing = router.RoutingState()
-    handed_off = False
-    conversation_id = request.conversation_id
-    if conversation_id is not None:
-        async with services.db.session() as session:
-            conversation = await get_conversation(
-                session, request.principal.tenant_id, conversation_id
-            )
-            if conversation is None:
-                raise NotFound(f"conversation {conversation_id!r} not found")
-            routing = router.RoutingState.from_metadata(conversation.metadata_)
-            handed_off = conversation.status == "handoff"
-            stored = await list_messages(
-                session, conversation_id, last=services.settings.chat.history_messages
-            )
-        history = [ChatMessage(m.role, m.content) for m in stored if m.role in _ROLES]
-    prompt = _build_prompt(services, request, history)
-    turn = Turn(
-        text=request.text,
-        conversation_id=conversation_id or new_id(),
-        tenant=request.principal.tenant,
-        history=[(m.role, m.content) for m in history],
-    )
-    return PreparedTurn(
-        request=request,
-        conversation_id=turn.conversation_id,
-        is_new_conversation=conversation_id is None,
-        route=route,
-        prompt=prompt,
-        turn=turn,
-        routing=routing,
-        handed_off=handed_off,
-    )
-
-
-_ROLES = ("user", "assistant")
-
-
-def _build_prompt(
-    services: Services, request: TurnRequest, history: list[ChatMessage]
-) -> list[ChatMessage]:
-    if request.prompt is not None:
-        system = [m for m in request.prompt if m.role == "system"]
-        others = [m for m in request.prompt if m.role != "system"]
-        if history and len(others) == 1:
-            return [*system, *history, *others]
-        return list(request.prompt)
-    system_prompt = services.settings.chat.system_prompt
-    system = [ChatMessage("system", system_prompt)] if system_prompt else []
-    return [*system, *history, ChatMessage("user", request.text)]
 
 
 async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator[TurnEvent, None]:
@@ -146,8 +83,14 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                 moves.append(Move(route.tier, target.tier, f"unavailable: {route.tier}"))
                 route = router.Route(target, moves[-1].reason)
     prompt_estimate = estimate_tokens(prompt)
-    admitted = await guard.admit(route, prompt_estimate, request.max_tokens)
-    if admitted is not None:
+    found = await semantic.probe(services, prepared, settings, route)
+    similar = found.hit if found else None
+    if similar is not None:  # answered before: nothing to pay, so nothing to reserve
+        served = semantic.served_route(settings, similar)
+        if served.model.name != route.model.name:
+            moves.append(Move(route.tier, served.tier, served.reason))
+        route = served
+    elif (admitted := await guard.admit(route, prompt_estimate, request.max_tokens)) is not None:
         route, budget_move = admitted
         if budget_move is not None:
             moves.append(budget_move)
@@ -164,13 +107,19 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
     while True:
         attempt = Attempt(route.model)
         generation = request_for(route.model, prompt, request.max_tokens, request.temperature)
+        served_similar, similar = similar, None  # a semantic hit answers the first call only
         breaker = services.breakers.of(route.model.name)
         breaker.begin()
         streamed = False
         try:
             async with aclosing(
                 generate(
-                    services, attempt, generation, request.principal.tenant_id, request.use_cache
+                    services,
+                    attempt,
+                    generation,
+                    request.principal.tenant_id,
+                    request.use_cache,
+                    served_similar,
                 )
             ) as stream:
                 async for delta in stream:
@@ -289,6 +238,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
         calls.append(call_record(prepared, attempt, len(calls), "ok", reason, prompt_estimate))
         await guard.settle(calls[-1])
         break
+    semantic.remember(services, found, route.model, attempt)
     if buffer:
         yield TokenDelta(attempt.text, attempt.tokens)
     finish_reason = attempt.finished.finish_reason if attempt.finished else "stop"

@@ -19,7 +19,8 @@ import msgspec
 from mvm_chat.chat import router
 from mvm_chat.chat.escalation import before_generation
 from mvm_chat.chat.intents import classify
-from mvm_chat.chat.pipeline import prepare_turn, run_turn
+from mvm_chat.chat.pipeline import run_turn
+from mvm_chat.chat.prepare import prepare_turn
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.skills import answer_by_skill
 from mvm_chat.chat.turns import TurnRequest, TurnResult

@@ -12,6 +12,7 @@ import structlog
 
 from mvm_chat.cache import CacheBackend, create_cache
 from mvm_chat.cache.pubsub import LocalPubSub, PubSub, create_pubsub
+from mvm_chat.cache.semantic import SemanticCache
 from mvm_chat.chat.breakers import Breakers
 from mvm_chat.chat.components import Components
 from mvm_chat.chat.router import Load
@@ -45,6 +46,27 @@ def build_engines(settings: Settings, pm: pluggy.PluginManager) -> dict[str, Eng
     return engines
 
 
+def semantic_cache(services: Services, components: Components) -> SemanticCache | None:
+    """The semantic cache over the embedder ``chat.semantic_cache`` names, if one is named."""
+    chat = services.settings.chat
+    if not chat.semantic_cache:
+        return None
+    embedders = {c.name: c.obj for c in components.of("embedder")}
+    if chat.semantic_cache not in embedders:
+        known = ", ".join(sorted(embedders)) or "none; install a plugin such as mvm-chat-embeddings"
+        raise ConfigError(
+            "chat.semantic_cache",
+            f"no embedder named {chat.semantic_cache!r} (registered: {known})",
+        )
+    return SemanticCache(
+        services.cache,
+        embedders[chat.semantic_cache],
+        chat.semantic_threshold,
+        chat.cache_ttl_s,
+        chat.semantic_max_entries,
+    )
+
+
 @dataclass(slots=True)
 class Services:
     """Settings, storage, cache, engines, plugins and metrics of one app instance."""
@@ -63,6 +85,8 @@ class Services:
     """Per model, a moving average of a call's duration (for the predicted wait)."""
     budgets: Budgets | None = None
     """Tenants' monthly budgets (None: budgets are not enforced)."""
+    semantic: SemanticCache | None = None
+    """The semantic response cache (None: ``chat.semantic_cache`` is off)."""
 
     def observe_latency(self, model: str, seconds: float) -> None:
         previous = self.latency_s.get(model)
@@ -99,6 +123,7 @@ class Services:
         )
         services.budgets = Budgets(services.db, settings.redis)
         services.components = Components.build(plugins, settings, services, services.metrics)
+        services.semantic = semantic_cache(services, services.components)
         return services
 
     async def start(self) -> None:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from mvm_chat.engines.base import Usage
 from mvm_chat.ledger.pricing import call_cost, token_cost
 from mvm_chat.settings import ModelSettings, Settings
-from mvm_chat.store.models import LedgerEntry
+from mvm_chat.store.models import CACHE_HITS, LedgerEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ def price(settings: Settings, call: CallRecord) -> tuple[Decimal, Decimal]:
     cost nothing."""
     cost = (
         Decimal(0)
-        if call.cache in ("hit", "skill") or call.status == "error"
+        if call.cache in CACHE_HITS or call.cache == "skill" or call.status == "error"
         else call_cost(
             call.model,
             call.usage.prompt_tokens,

@@ -54,6 +54,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+CACHE_HITS = ("hit", "semantic")
+"""Ledger ``cache`` values of an answer served from the response cache (exact or semantic)."""
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON}
 
@@ -139,6 +143,7 @@ class LedgerEntry(Base):
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
     ttft_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     cache: Mapped[str] = mapped_column(String(16), default="miss")
+    """``miss``, ``hit`` (exact cache), ``semantic``, ``bypass``, ``skill`` or ``off``."""
     status: Mapped[str] = mapped_column(String(32), default="ok")
     """``ok``, ``escalated``, ``error`` or ``client_disconnected``."""
     cost_usd: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))

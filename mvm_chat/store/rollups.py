@@ -38,7 +38,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mvm_chat.store.models import Base, LedgerEntry, utcnow
+from mvm_chat.store.models import CACHE_HITS, Base, LedgerEntry, utcnow
 
 BUCKET_BOUNDS_MS: tuple[int, ...] = (
     25, 35, 49, 69, 97, 136, 190, 267, 375, 526, 737, 1034,
@@ -112,7 +112,7 @@ def _values_of(entry: LedgerEntry) -> dict[str, Any]:
         baseline_cost_nusd=to_nanos(entry.baseline_cost_usd or Decimal(0)),
         escalated=int(entry.status == "escalated"),
         errors=int(entry.status == "error"),
-        cache_hits=int(entry.cache == "hit"),
+        cache_hits=int(entry.cache in CACHE_HITS),
     )
     values[BUCKETS[bucket_of(entry.latency_ms or 0)]] = 1
     return values
@@ -205,7 +205,9 @@ def ledger_sums(dialect: str) -> list[ColumnElement[Any]]:
             "escalated"
         ),
         func.coalesce(func.sum(case((le.status == "error", one), else_=zero)), 0).label("errors"),
-        func.coalesce(func.sum(case((le.cache == "hit", one), else_=zero)), 0).label("cache_hits"),
+        func.coalesce(func.sum(case((le.cache.in_(CACHE_HITS), one), else_=zero)), 0).label(
+            "cache_hits"
+        ),
     ]
     for i, name in enumerate(BUCKETS):
         if i == 0:

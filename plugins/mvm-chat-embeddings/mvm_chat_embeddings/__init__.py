@@ -4,7 +4,9 @@ An mvm_chat plugin (entry point ``embeddings`` in the group ``mvm_chat``), confi
 ``[plugins.embeddings]`` (see :mod:`mvm_chat_embeddings.config`). It registers
 
 - the intent classifier ``embeddings`` when ``train`` names a labelled CSV, and
-- the retriever ``embeddings_rerank`` inside a running app unless ``rerank = false``.
+- the retriever ``embeddings_rerank`` inside a running app when ``rerank = true``, and
+- the embedder ``embeddings`` for the semantic response cache (``[chat] semantic_cache =
+  "embeddings"``).
 
 Importing this module is cheap: torch, sentence-transformers and scikit-learn load only when a
 component is built.
@@ -49,3 +51,11 @@ def register_retrievers(register: Registrar) -> None:
             register.services.db, shared_encoder(config.threads), config.candidates
         )
     )
+
+
+@hookimpl
+def register_embedders(register: Registrar) -> None:
+    """Register the embedder ``embeddings`` (the model loads on its first use)."""
+    from mvm_chat_embeddings.embedder import SentenceEmbedder
+
+    register(SentenceEmbedder(EmbeddingsConfig.from_table(register.config).threads))

@@ -1,0 +1,101 @@
+"""The semantic cache in a turn: a lookup before the first call, the final answer stored.
+
+An entry serves a turn only when its model is still in the tenant's catalog at the same tier,
+and, for ``auto``, only when that tier is at or above the tier the turn was routed to (a
+question that once had to escalate is answered again from where it ended up, never from a
+tier below what it needs now); a request naming a model gets only that model's answers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from mvm_chat.chat import router
+from mvm_chat.chat.generation import Attempt
+from mvm_chat.chat.services import Services
+from mvm_chat.chat.turns import PreparedTurn
+from mvm_chat.settings import ModelSettings, Settings
+
+if TYPE_CHECKING:
+    from mvm_chat.cache.semantic import SemanticEntry, SemanticHit, Vector
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class SemanticProbe:
+    """The question's namespace and embedding, and the entry found for it, if any."""
+
+    key: str
+    vector: Vector
+    hit: SemanticHit | None
+
+
+async def probe(
+    services: Services, prepared: PreparedTurn, settings: Settings, route: router.Route
+) -> SemanticProbe | None:
+    """Embed the question and look it up; None when the semantic cache is off or bypassed."""
+    cache, request = services.semantic, prepared.request
+    prompt = prepared.prompt
+    if cache is None or not request.use_cache or not prompt or prompt[-1].role != "user":
+        return None
+    from mvm_chat.cache.semantic import namespace
+
+    key = namespace(
+        request.principal.tenant_id, prompt[:-1], request.max_tokens, request.temperature
+    )
+    try:
+        vector = await cache.embed(prompt[-1].content)
+    except Exception as exc:  # a broken embedder costs the cache, never the turn
+        services.metrics.plugin_errors.labels(cache.embedder.name).inc()
+        log.error("semantic_cache.embed_failed", error=f"{type(exc).__name__}: {exc}")
+        return None
+    ranks = {name: i for i, name in enumerate(settings.tier_names)}
+    floor = ranks.get(route.tier, 0)
+    auto = request.model == router.AUTO
+
+    def eligible(entry: SemanticEntry) -> bool:
+        model = settings.model(entry.model)
+        if model is None or model.tier != entry.tier or entry.tier not in ranks:
+            return False
+        return ranks[entry.tier] >= floor if auto else entry.model == route.model.name
+
+    return SemanticProbe(key, vector, await cache.lookup(key, vector, eligible))
+
+
+def served_route(settings: Settings, found: SemanticHit) -> router.Route:
+    """The route of a semantic hit: the model that once answered."""
+    model = settings.model(found.entry.model)
+    assert model is not None  # checked by eligible()
+    return router.Route(model, f"semantic cache (similarity {found.similarity:.3f})")
+
+
+def remember(
+    services: Services, found: SemanticProbe | None, model: ModelSettings, attempt: Attempt
+) -> None:
+    """Store a turn's final answer for later paraphrases (in the background)."""
+    finished = attempt.finished
+    if (
+        services.semantic is None
+        or found is None
+        or attempt.cache != "miss"
+        or finished is None
+        or finished.finish_reason not in ("stop", "length")
+        or not attempt.text
+    ):
+        return
+    from mvm_chat.cache.semantic import SemanticEntry
+
+    entry = SemanticEntry(
+        attempt.text,
+        finished.usage.prompt_tokens,
+        finished.usage.completion_tokens,
+        model.name,
+        model.tier,
+        time.time(),
+    )
+    services.spawn(services.semantic.store(found.key, found.vector, entry))

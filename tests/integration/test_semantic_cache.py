@@ -1,0 +1,218 @@
+"""The semantic response cache in a real server (SQLite, Redis) with two tiers of SGLang
+stand-in models and an embedder plugin: paraphrases are served from the cache, never from a
+tier below what the turn needs, per tenant, and ``Cache-Control: no-cache`` bypasses it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from mvm_chat.cache.backends import RedisCache
+from mvm_chat.cache.semantic import SemanticCache, SemanticEntry, namespace
+from mvm_chat.engines.base import ChatMessage
+from tests.integration.conftest import seen, standin_model
+from tests.support import Server, query_db
+
+# A real embedder, small and deterministic: hashed bag of words (paraphrases that share most
+# words are close; other questions are not).
+EMBEDDER_PLUGIN = """
+import hashlib
+import re
+
+from mvm_chat import hookimpl
+
+
+class Words:
+    name = "words"
+
+    def embed(self, texts):
+        vectors = []
+        for text in texts:
+            vector = [0.0] * 256
+            for word in re.findall(r"[a-z]+", text.lower()):
+                vector[int(hashlib.sha256(word.encode()).hexdigest(), 16) % 256] += 1.0
+            vectors.append(vector)
+        return vectors
+
+
+@hookimpl
+def register_embedders(register):
+    register(Words())
+"""
+
+
+@pytest.fixture(scope="module")
+def server(
+    standin: str, redis_url: str, redis_prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("semantic")
+    plugins = folder / "plugins"
+    plugins.mkdir()
+    (plugins / "words_embedder.py").write_text(EMBEDDER_PLUGIN)
+    config = f"""
+[redis]
+url = "{redis_url}"
+key_prefix = "{redis_prefix}semantic:"
+
+[chat]
+semantic_cache = "words"
+semantic_threshold = 0.85
+
+[[tiers]]
+name = "local"
+
+[[tiers]]
+name = "api"
+{standin_model(standin, "small", "local")}
+{standin_model(standin, "big", "api")}
+[routing.intent_floors]
+refund_request = "api"
+
+[plugins.keyword_intents.rules]
+refund_request = ["\\\\brefund"]
+"""
+    server = Server(folder / "server", config, env={"MVM_CHAT_PLUGINS_DIR": str(plugins)})
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def key(server: Server) -> str:
+    return server.key("acme")
+
+
+def ask(server: Server, key: str, text: str, model: str = "auto", **headers: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": text}]},
+        headers={"Authorization": f"Bearer {key}", **headers},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def calls(standin: str) -> int:
+    return len(seen(standin, "/v1/chat/completions")) + len(seen(standin, "/generate"))
+
+
+def stored() -> None:
+    """Entries are stored after the reply, in the background: give that a moment."""
+    time.sleep(0.3)
+
+
+def test_a_paraphrase_is_answered_from_the_cache_for_nothing(
+    server: Server, key: str, standin: str, script: Any
+) -> None:
+    first = ask(server, key, "How do I reset my online banking password")
+    assert (first["mvm"]["cache"], first["mvm"]["model"]) == ("miss", "small")
+    stored()
+    before = calls(standin)
+    again = ask(server, key, "how do I reset my online banking password please?")
+    assert calls(standin) == before, "the model was not called"
+    mvm = again["mvm"]
+    assert (mvm["cache"], mvm["model"], mvm["tier"]) == ("semantic", "small", "local")
+    assert again["choices"][0]["message"]["content"] == first["choices"][0]["message"]["content"]
+    assert float(mvm["cost_usd"]) == 0
+    rows = query_db(
+        f"sqlite+aiosqlite:///{server.workdir / 'var' / 'mvm_chat.db'}",
+        "SELECT cache, status, cost_usd FROM ledger_entries WHERE message_id = :m",
+        m=mvm["message_id"],
+    )
+    assert [(r[0], r[1], float(r[2])) for r in rows] == [("semantic", "ok", 0.0)]
+
+    other = ask(server, key, "What time does the branch open on Sunday")
+    assert other["mvm"]["cache"] == "miss", "a different question is not a hit"
+
+
+def test_an_escalated_question_is_answered_again_from_the_tier_it_needed(
+    server: Server, key: str, standin: str, script: Any
+) -> None:
+    first = ask(server, key, "I would like a refund for my broken card reader")
+    assert (first["mvm"]["cache"], first["mvm"]["tier"]) == ("miss", "api")
+    stored()
+    again = ask(server, key, "I would like a refund for my broken card reader, thanks")
+    assert (again["mvm"]["cache"], again["mvm"]["tier"]) == ("semantic", "api")
+
+    # Asked of the big model by name, then by "auto" (routed to local): the api answer serves,
+    # and the move up to its tier is recorded.
+    ask(server, key, "What is the daily limit on card payments abroad", model="big")
+    stored()
+    routed_low = ask(server, key, "what is the daily limit on card payments abroad?")
+    mvm = routed_low["mvm"]
+    assert (mvm["cache"], mvm["model"], mvm["tier"]) == ("semantic", "big", "api")
+    assert [(e["from"], e["to"]) for e in mvm["escalations"]] == [("local", "api")]
+
+
+def test_never_from_a_tier_below_what_the_turn_needs(
+    server: Server, key: str, standin: str, script: Any
+) -> None:
+    # Answered by the local model by name ...
+    low = ask(server, key, "Can I get a refund on the monthly account fee", model="small")
+    assert (low["mvm"]["cache"], low["mvm"]["tier"]) == ("miss", "local")
+    stored()
+    # ... then the same question under auto is floored to api: the local answer may not serve.
+    routed = ask(server, key, "can I get a refund on the monthly account fee?")
+    assert (routed["mvm"]["cache"], routed["mvm"]["tier"]) == ("miss", "api")
+    # A request naming a model gets only that model's answers.
+    ask(server, key, "How long does a bank transfer to Germany take", model="small")
+    stored()
+    named = ask(server, key, "how long does a bank transfer to Germany take?", model="big")
+    assert (named["mvm"]["cache"], named["mvm"]["model"]) == ("miss", "big")
+
+
+def test_per_tenant_and_bypassed_by_no_cache(
+    server: Server, key: str, standin: str, script: Any
+) -> None:
+    ask(server, key, "Why was my contactless payment declined at the shop")
+    stored()
+    paraphrase = "why was my contactless payment declined at the shop today"
+    assert ask(server, server.key("globex"), paraphrase)["mvm"]["cache"] == "miss"
+    bypass = ask(server, key, paraphrase, **{"Cache-Control": "no-cache"})
+    assert bypass["mvm"]["cache"] == "bypass"
+    assert ask(server, key, paraphrase)["mvm"]["cache"] == "semantic"
+
+
+async def test_entries_are_shared_through_redis(redis_url: str, redis_prefix: str) -> None:
+    """Two processes' caches over one Redis: what one stores, the other finds."""
+
+    class Fixed:
+        name = "fixed"
+
+        def embed(self, texts: Any) -> list[list[float]]:
+            return [[1.0, 0.0, 0.0] if "card" in t else [0.0, 1.0, 0.0] for t in texts]
+
+    backends = [RedisCache(redis_url, f"{redis_prefix}shared:") for _ in range(2)]
+    one, two = (SemanticCache(b, Fixed(), 0.9, ttl_s=60, max_entries=2) for b in backends)
+    key = namespace("acme", [ChatMessage("system", "Be brief.")], None, None)
+    card, other = await one.embed("my card"), await one.embed("the weather")
+    assert await two.lookup(key, card, lambda e: True) is None
+    entry = SemanticEntry("Your card arrives in 3 days.", 5, 7, "small", "local", time.time())
+    await one.store(key, card, entry)
+    hit = await two.lookup(key, card, lambda e: True)
+    assert hit is not None and hit.entry == entry and hit.similarity == pytest.approx(1.0)
+    assert await two.lookup(key, other, lambda e: True) is None, "below the threshold"
+    assert await two.lookup(key, card, lambda e: e.tier == "api") is None, "not eligible"
+    old = SemanticEntry("stale", 1, 1, "small", "local", time.time() - 120)
+    await two.store(key, np.array([0.0, 0.0, 1.0], dtype=np.float32), old)
+    assert await one.lookup(key, np.array([0.0, 0.0, 1.0], np.float32), lambda e: True) is None
+    assert await two.lookup(key, card, lambda e: True) is not None
+    await two.store(key, card, entry)  # the namespace is full (2 entries): not stored
+    assert len(await two.backend.read_from(key, 0) or []) == 2
+    for backend in backends:
+        await backend.close()
+
+
+def test_a_misnamed_embedder_stops_start_up(tmp_path: Path) -> None:
+    from tests.support import mvm
+
+    (tmp_path / "mvm_chat.toml").write_text('[chat]\nsemantic_cache = "nope"\n')
+    result = mvm(tmp_path, "serve", "--port", "1", check=False)
+    assert result.returncode == 2
+    assert "chat.semantic_cache" in result.stderr and "'nope'" in result.stderr
