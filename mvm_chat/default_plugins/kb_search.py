@@ -24,12 +24,17 @@ class KbRetriever:
     name = "kb"
 
     def __init__(self, db: Database) -> None:
+        from mvm_chat.kb.search import EmptinessMemo
+
         self.db = db
+        self.memo = EmptinessMemo()
 
     async def retrieve(self, turn: Turn, limit: int) -> list[Passage]:
         """The best ``limit`` chunks for ``turn.text``, best first."""
         from mvm_chat.kb.search import search
 
+        if await self.memo.is_empty(self.db):
+            return []
         tenant_id = turn.metadata.get("tenant_id")
         return await search(
             self.db, turn.text, limit, tenant_id if isinstance(tenant_id, str) else None

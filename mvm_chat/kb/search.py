@@ -9,6 +9,7 @@ belongs to that tenant or is shared (``tenant_id`` NULL).
 from __future__ import annotations
 
 import re
+import time
 
 from sqlalchemy import text as sql
 
@@ -46,6 +47,34 @@ POSTGRES_QUERY = sql(
     LIMIT :limit
     """
 )
+
+
+ANY_DOCUMENT = sql("SELECT EXISTS (SELECT 1 FROM kb_documents)")
+
+EMPTY_RECHECK_S = 2.0
+"""How long an empty knowledge base is believed empty before the next check."""
+
+
+class EmptinessMemo:
+    """Remembers for ``recheck_s`` seconds that the knowledge base has no document, so that a
+    service without one does not run a search query on every turn (documents added with
+    ``mvm-chat kb add`` count from at most that long later)."""
+
+    def __init__(self, recheck_s: float = EMPTY_RECHECK_S) -> None:
+        self.recheck_s = recheck_s
+        self._empty_until = 0.0
+        self._had_documents = False
+
+    async def is_empty(self, db: Database) -> bool:
+        if self._had_documents:
+            return False  # once it has had documents, searching is the check
+        if time.monotonic() < self._empty_until:
+            return True
+        async with db.connect() as conn:
+            empty = not (await conn.execute(ANY_DOCUMENT)).scalar()
+        self._had_documents = not empty
+        self._empty_until = time.monotonic() + self.recheck_s
+        return empty
 
 
 def terms(text: str) -> list[str]:
