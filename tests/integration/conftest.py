@@ -1,16 +1,20 @@
-"""Fixtures of the integration tests: the SGLang stand-in server."""
+"""Fixtures of the integration tests: the SGLang stand-in server, and the knowledge base's
+databases and documents (``test_kb_ingest.py``, ``test_kb_search.py``)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import delete, func, select
 
+from mvm_chat.store.db import Database, upgrade
+from mvm_chat.store.models import KbChunk, KbDocument
 from tests.support import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,3 +77,76 @@ upstream_model = "{SERVED}"
 metrics_interval_s = 0
 max_tokens = {max_tokens}
 """
+
+
+# -- the knowledge base ------------------------------------------------------------------------
+
+KB_BILLING = """# Billing
+
+Everything about paying for your account.
+
+## Refunds
+
+A refund reaches your card within five business days after we approve it.
+Refunds for annual plans are prorated.
+
+## Monthly fees
+
+There is no monthly fee for the basic plan. The premium plan costs nine euros.
+"""
+
+KB_SECURITY = """# Security
+
+## Passwords
+
+Reset your password from the sign-in page; the link expires after one hour.
+
+## Two-factor authentication
+
+Turn on two-factor authentication in your profile settings.
+"""
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def kb_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database: SQLite in ``tmp_path``, or this module's PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'kb.db'}"
+    else:
+        url = str(request.getfixturevalue("pg_url"))
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+async def kb_db(kb_db_url: str) -> AsyncIterator[Database]:
+    """The database, its knowledge base emptied (the PostgreSQL one is shared by the module)."""
+    database = Database(kb_db_url)
+    async with database.transaction() as session:
+        await session.execute(delete(KbDocument))
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def kb_docs(tmp_path: Path) -> Path:
+    """A folder ``docs`` of three documents to ingest (``.md``, ``.markdown`` in a subfolder,
+    ``.txt``), an image and a hidden file, which are not."""
+    folder = tmp_path / "docs"
+    (folder / "security").mkdir(parents=True)
+    (folder / "billing.md").write_text(KB_BILLING)
+    (folder / "security" / "passwords.markdown").write_text(KB_SECURITY)
+    (folder / "shipping.txt").write_text(
+        "Parcels ship within two days.\n\nInternational parcels take up to three weeks.\n"
+    )
+    (folder / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    (folder / ".hidden.md").write_text("# Hidden\n\nnot ingested\n")
+    return folder
+
+
+async def kb_count(db: Database, model: type[KbDocument] | type[KbChunk]) -> int:
+    """How many rows of ``model`` the knowledge base holds."""
+    async with db.session() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)

@@ -1,8 +1,10 @@
 """``mvm-chat keys revoke`` holds from the very next request, on every server process that
-shares the database (there is no key cache to wait out)."""
+shares the database (there is no key cache to wait out); the embedded default's first-start
+keys are written out once, on the first start only."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,3 +61,27 @@ def test_a_revoked_key_is_refused_at_once_by_every_process(
     mvm(second.workdir, "keys", "revoke", key[:10], env=second.env)
     assert [_status(s, key) for s in servers] == [401, 401]
     assert [_status(s, other) for s in servers] == [200, 200]
+
+
+def test_the_first_start_prints_its_keys_once(
+    standin: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    server = Server(tmp_path_factory.mktemp("first-start"), _config(standin))  # SQLite
+    try:
+        server.start()
+        server.stop()
+        server.start()  # a restart on the same database prints nothing new
+        log = server.log.read_text()
+        assert log.count("First start:") == 1, log
+        printed = dict(re.findall(r"^  (client|admin) key: +(mvm_\S+)$", log, re.MULTILINE))
+        assert set(printed) == {"client", "admin"}, log
+        for role, path, status in (
+            ("client", "/v1/models", 200),
+            ("client", "/admin/tenants", 403),
+            ("admin", "/admin/tenants", 200),
+        ):
+            headers = {"Authorization": f"Bearer {printed[role]}"}
+            response = httpx.get(f"{server.url}{path}", headers=headers, timeout=30)
+            assert response.status_code == status, (role, path)
+    finally:
+        server.stop()

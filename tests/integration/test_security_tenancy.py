@@ -159,6 +159,24 @@ def test_the_open_routes_are_the_expected_ones(site: Site) -> None:
                 assert response.status_code in (303, 401, 403), (method, path, cookie)
 
 
+def test_client_keys_reach_no_admin_route_and_agent_keys_only_the_handoffs(site: Site) -> None:
+    """What each role's guard is placed on; the walk below then checks every refusal."""
+    keyed = [e for e in _endpoints(site.server) if e.roles]
+    client_routes = {e.path for e in keyed if "client" in e.roles}
+    agent_routes = {e.path for e in keyed if "agent" in e.roles}
+    assert client_routes and all(p.startswith("/v1/") for p in client_routes), client_routes
+    assert agent_routes and all(p.startswith("/admin/handoffs") for p in agent_routes), agent_routes
+    assert all("admin" in e.roles for e in keyed)  # the operator's keys reach every keyed route
+    # and on a real server: a client key on every admin route, an agent key off the handoffs
+    for endpoint in keyed:
+        if endpoint.path.startswith("/admin"):
+            response = _request(site, "a_client", endpoint)
+            assert response.status_code == 403, f"{endpoint} as a_client: {response.text}"
+        if not endpoint.path.startswith("/admin/handoffs"):
+            response = _request(site, "a_agent", endpoint)
+            assert response.status_code == 403, f"{endpoint} as a_agent: {response.text}"
+
+
 def _fill(path: str, site: Site) -> str:
     values = {
         "conversation_id": site.conversation,
