@@ -7,10 +7,16 @@ nano-dollars (``BigInteger``, 10^-9 USD, the ledger's own precision), so that ev
 on SQLite (which has no exact decimal type) as on Postgres. Latencies go into a fixed histogram of
 24 log-spaced upper bounds (25 ms to 60 s) plus an overflow bucket, from which percentiles are
 estimated.
+
+Each key has up to :data:`SHARDS` rows (the ``shard`` column, chosen at random per turn):
+every turn adds to a rollup row in the transaction that commits its ledger rows, and with one
+row per key concurrent turns would queue on that row's lock until each commit's WAL flush.
+Readers sum over the shards like over any other key column.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -23,6 +29,7 @@ from sqlalchemy import (
     Date,
     ForeignKey,
     Integer,
+    SmallInteger,
     String,
     Table,
     bindparam,
@@ -47,7 +54,11 @@ BUCKET_BOUNDS_MS: tuple[int, ...] = (
 """Upper bounds (exclusive) of the latency buckets: ``round(25 * 2400 ** (i / 23))`` ms."""
 BUCKETS = tuple(f"lat_{i:02d}" for i in range(len(BUCKET_BOUNDS_MS) + 1))
 """Histogram columns: ``lat_00`` counts latencies under 25 ms, ``lat_24`` those of 60 s or more."""
-KEY = ("day", "tenant_id", "model", "engine", "tier", "intent")
+DIMENSIONS = ("day", "tenant_id", "model", "engine", "tier", "intent")
+"""What the sums are grouped by."""
+KEY = (*DIMENSIONS, "shard")
+SHARDS = 16
+"""Rows per rollup key that concurrent turns spread their increments over."""
 SUMS = (
     "requests",
     "prompt_tokens",
@@ -70,6 +81,7 @@ ledger_rollups = Table(
     Column("engine", String(64), primary_key=True),
     Column("tier", String(64), primary_key=True),
     Column("intent", String(200), primary_key=True),
+    Column("shard", SmallInteger, primary_key=True, server_default="0"),
     *(Column(name, BigInteger, nullable=False, default=0) for name in SUMS),
 )
 
@@ -96,7 +108,7 @@ def _utc_day(value: datetime) -> date:
     return value.astimezone(UTC).date()
 
 
-def _values_of(entry: LedgerEntry) -> dict[str, Any]:
+def _values_of(entry: LedgerEntry, shard: int) -> dict[str, Any]:
     values: dict[str, Any] = dict.fromkeys(SUMS, 0)
     values.update(
         day=_utc_day(entry.created_at),
@@ -105,6 +117,7 @@ def _values_of(entry: LedgerEntry) -> dict[str, Any]:
         engine=entry.engine,
         tier=entry.tier,
         intent=entry.intent or "",
+        shard=shard,
         requests=1,
         prompt_tokens=entry.prompt_tokens or 0,
         completion_tokens=entry.completion_tokens or 0,
@@ -123,10 +136,11 @@ def rollup_rows(entries: Iterable[LedgerEntry]) -> list[dict[str, Any]]:
     concurrent writers lock rollup rows in one order). Sets ``created_at`` on entries that
     have none yet, so that row and rollup agree on the day."""
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    shard = random.randrange(SHARDS)
     for entry in entries:
         if entry.created_at is None:
             entry.created_at = utcnow()
-        values = _values_of(entry)
+        values = _values_of(entry, shard)
         key = tuple(values[k] for k in KEY)
         if key in merged:
             for name in SUMS:
@@ -259,5 +273,8 @@ async def rebuild(session: AsyncSession, start: date | None = None, end: date | 
         removal = removal.where(ledger_rollups.c.day < end)
         source = source.where(le.created_at < _midnight(end))
     await session.execute(removal)
-    result = await session.execute(insert(ledger_rollups).from_select([*KEY, *SUMS], source))
+    # one row per key (shard 0, the column's default)
+    result = await session.execute(
+        insert(ledger_rollups).from_select([*DIMENSIONS, *SUMS], source)
+    )
     return int(getattr(result, "rowcount", 0) or 0)

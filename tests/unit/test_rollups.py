@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from mvm_chat.ledger.report_rows import estimate_percentile
 from mvm_chat.store.db import Database, upgrade
@@ -20,6 +20,8 @@ from mvm_chat.store.models import LedgerEntry
 from mvm_chat.store.rollups import (
     BUCKET_BOUNDS_MS,
     BUCKETS,
+    DIMENSIONS,
+    SUMS,
     add_to_rollup,
     bucket_of,
     from_nanos,
@@ -83,8 +85,15 @@ def _entries(tenant_id: str, count: int, seed: int) -> list[LedgerEntry]:
 
 
 async def _snapshot(db: Database) -> list[tuple[Any, ...]]:
+    """The rollup summed over its shards, by key."""
+    r = ledger_rollups.c
+    dimensions = [r[name] for name in DIMENSIONS]
     async with db.session() as session:
-        query = select(ledger_rollups).order_by(*ledger_rollups.primary_key.columns)
+        query = (
+            select(*dimensions, *(func.sum(r[name]) for name in SUMS))
+            .group_by(*dimensions)
+            .order_by(*dimensions)
+        )
         return [tuple(row) for row in (await session.execute(query)).all()]
 
 
