@@ -7,9 +7,9 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from mvm_chat.cache import responses
+from mvm_chat.cache.semantic import SemanticHit
 from mvm_chat.chat.services import Services
 from mvm_chat.engines.base import (
     ChatMessage,
@@ -20,9 +20,6 @@ from mvm_chat.engines.base import (
     Usage,
 )
 from mvm_chat.settings import ModelSettings
-
-if TYPE_CHECKING:
-    from mvm_chat.cache.semantic import SemanticHit
 
 
 @dataclass(slots=True)

@@ -83,7 +83,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                 moves.append(Move(route.tier, target.tier, f"unavailable: {route.tier}"))
                 route = router.Route(target, moves[-1].reason)
     prompt_estimate = estimate_tokens(prompt)
-    found = await semantic.probe(services, prepared, settings, route)
+    found = await semantic.probe(services, prepared, settings, route, prompt)
     similar = found.hit if found else None
     if similar is not None:  # answered before: nothing to pay, so nothing to reserve
         served = semantic.served_route(settings, similar)

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import structlog
 
+from mvm_chat.cache import responses
+from mvm_chat.cache.semantic import SemanticEntry, SemanticHit, Vector, namespace
 from mvm_chat.chat import router
-from mvm_chat.chat.generation import Attempt
+from mvm_chat.chat.generation import Attempt, request_for
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import PreparedTurn
+from mvm_chat.engines.base import ChatMessage
 from mvm_chat.settings import ModelSettings, Settings
-
-if TYPE_CHECKING:
-    from mvm_chat.cache.semantic import SemanticEntry, SemanticHit, Vector
 
 log = structlog.get_logger(__name__)
 
@@ -36,20 +35,26 @@ class SemanticProbe:
 
 
 async def probe(
-    services: Services, prepared: PreparedTurn, settings: Settings, route: router.Route
+    services: Services,
+    prepared: PreparedTurn,
+    settings: Settings,
+    route: router.Route,
+    prompt: list[ChatMessage],
 ) -> SemanticProbe | None:
-    """Embed the question and look it up; None when the semantic cache is off or bypassed."""
-    cache, request = services.semantic, prepared.request
-    prompt = prepared.prompt
-    if cache is None or not request.use_cache or not prompt or prompt[-1].role != "user":
+    """Embed the question and look it up; None when the semantic cache is off or bypassed, or
+    when the exact cache holds the answer to ``prompt`` (what the routed model would get)."""
+    cache, request, asked = services.semantic, prepared.request, prepared.prompt
+    if cache is None or not request.use_cache or not asked or asked[-1].role != "user":
         return None
-    from mvm_chat.cache.semantic import namespace
-
+    generation = request_for(route.model, prompt, request.max_tokens, request.temperature)
+    exact = responses.response_key(request.principal.tenant_id, route.model.name, generation)
+    if await services.cache.get(exact) is not None:
+        return None  # the exact cache answers: no embedding needed
     key = namespace(
-        request.principal.tenant_id, prompt[:-1], request.max_tokens, request.temperature
+        request.principal.tenant_id, asked[:-1], request.max_tokens, request.temperature
     )
     try:
-        vector = await cache.embed(prompt[-1].content)
+        vector = await cache.embed(asked[-1].content)
     except Exception as exc:  # a broken embedder costs the cache, never the turn
         services.metrics.plugin_errors.labels(cache.embedder.name).inc()
         log.error("semantic_cache.embed_failed", error=f"{type(exc).__name__}: {exc}")
@@ -88,8 +93,6 @@ def remember(
         or not attempt.text
     ):
         return
-    from mvm_chat.cache.semantic import SemanticEntry
-
     entry = SemanticEntry(
         attempt.text,
         finished.usage.prompt_tokens,

@@ -129,6 +129,8 @@ def test_a_paraphrase_is_answered_from_the_cache_for_nothing(
 
     other = ask(server, key, "What time does the branch open on Sunday")
     assert other["mvm"]["cache"] == "miss", "a different question is not a hit"
+    same = ask(server, key, "How do I reset my online banking password")
+    assert same["mvm"]["cache"] == "hit", "word for word, the exact cache answers first"
 
 
 def test_an_escalated_question_is_answered_again_from_the_tier_it_needed(
