@@ -6,9 +6,10 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
+
+from mvm_chat.cache.redis_client import redis_client
 
 log = structlog.get_logger(__name__)
 
@@ -91,9 +92,7 @@ class RedisCache:
 
     def __init__(self, url: str, prefix: str = "mvm:", timeout_s: float = 0.25) -> None:
         self.prefix = prefix
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+        self._redis = redis_client(url, timeout_s)
 
     async def get(self, key: str) -> bytes | None:
         try:

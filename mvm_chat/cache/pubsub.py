@@ -22,12 +22,13 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.client import PubSub as RedisSubscriber
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
+
+from mvm_chat.cache.redis_client import redis_client
 
 log = structlog.get_logger(__name__)
 
@@ -188,10 +189,9 @@ class RedisPubSub:
     def __init__(self, url: str, prefix: str = "mvm:", timeout_s: float = 0.25) -> None:
         self.prefix = prefix
         self._wait_s = max(1.0, 4 * timeout_s)
-        self._redis = aioredis.Redis.from_url(
+        self._redis = redis_client(
             url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
+            timeout_s,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=HEALTH_CHECK_S,  # finds a subscriber connection gone silent
         )

@@ -13,9 +13,10 @@ import math
 import time
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
+
+from mvm_chat.cache.redis_client import redis_client
 
 log = structlog.get_logger(__name__)
 
@@ -55,11 +56,7 @@ class RateLimiter:
         self.prefix = prefix
         self.clock = clock
         self.local = LocalWindows()
-        self._redis = (
-            aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-            if url and per_minute
-            else None
-        )
+        self._redis = redis_client(url, timeout_s) if url and per_minute else None
         self._down_until = 0.0
 
     @property

@@ -18,9 +18,10 @@ from __future__ import annotations
 import time
 from decimal import ROUND_CEILING, Decimal
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
+
+from mvm_chat.cache.redis_client import redis_client
 
 log = structlog.get_logger(__name__)
 
@@ -78,9 +79,7 @@ class RedisBudgetCounters:
 
     def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
         self.prefix = prefix
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+        self._redis = redis_client(url, timeout_s)
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)
         self._set_spent = self._redis.register_script(_SET_SPENT)

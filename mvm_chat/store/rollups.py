@@ -274,7 +274,5 @@ async def rebuild(session: AsyncSession, start: date | None = None, end: date | 
         source = source.where(le.created_at < _midnight(end))
     await session.execute(removal)
     # one row per key (shard 0, the column's default)
-    result = await session.execute(
-        insert(ledger_rollups).from_select([*DIMENSIONS, *SUMS], source)
-    )
+    result = await session.execute(insert(ledger_rollups).from_select([*DIMENSIONS, *SUMS], source))
     return int(getattr(result, "rowcount", 0) or 0)

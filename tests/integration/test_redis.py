@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -11,6 +13,7 @@ import redis
 from redis.exceptions import RedisError
 
 from mvm_chat.cache import RedisCache
+from mvm_chat.cache.redis_client import MAX_CONNECTIONS, redis_client
 from tests.support import MODEL_TOML, Server, free_port
 
 
@@ -24,6 +27,19 @@ async def test_get_set_with_prefix_and_ttl(redis_url: str, redis_prefix: str) ->
     assert raw.get(f"{redis_prefix}k") == b"value"
     assert 0 < raw.ttl(f"{redis_prefix}k") <= 30
     await cache.close()
+
+
+async def test_a_burst_of_commands_keeps_a_bounded_pool(redis_url: str) -> None:
+    """redis-py never closes idle pooled connections: the pool's bound is what keeps a burst
+    from leaving open connections (and file descriptors) behind for good."""
+    name = f"mvm-pool-{uuid.uuid4().hex[:8]}"
+    client = redis_client(redis_url, 2.0, client_name=name)
+    assert await asyncio.gather(*(client.get("nothing") for _ in range(4 * MAX_CONNECTIONS))) == [
+        None
+    ] * (4 * MAX_CONNECTIONS)
+    ours = [c for c in redis.Redis.from_url(redis_url).client_list() if c.get("name") == name]
+    assert 1 < len(ours) <= MAX_CONNECTIONS
+    await client.aclose()
 
 
 async def test_unreachable_redis_fails_open_fast() -> None:

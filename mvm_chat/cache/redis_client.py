@@ -1,0 +1,25 @@
+"""The one way to open Redis: short timeouts and a bounded pool of connections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+MAX_CONNECTIONS = 16
+"""Connections one client keeps at most. redis-py never closes an idle pooled connection, so
+an unbounded pool would keep as many as the largest burst of concurrent commands ever used."""
+
+
+def redis_client(url: str, timeout_s: float, **options: Any) -> aioredis.Redis:
+    """A client whose commands wait at most ``timeout_s`` for a connection from the pool, to
+    connect and for each reply; past that they raise a ``RedisError`` (callers fail open)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=timeout_s,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        **options,
+    )
+    return aioredis.Redis(connection_pool=pool)
