@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint audit lock services system-deps clean bench-gateway
+.PHONY: install run test lint audit lock services system-deps clean bench-gateway bench-soak
 
 $(BIN)/python:
 	@bash scripts/system-deps.sh build
@@ -39,6 +39,11 @@ test: install services audit
 # docs/benchmarks.md. BENCH_ARGS=--quick for a short smoke run.
 bench-gateway: install services
 	$(BIN)/python bench/gateway.py $(BENCH_ARGS)
+
+# Issue 8's soak: 10 minutes of mixed REST, SSE and WebSocket traffic at 50 clients (about 12
+# minutes in all); see docs/benchmarks.md. BENCH_ARGS="--duration 30 --warmup 10" for a smoke run.
+bench-soak: install services
+	$(BIN)/python bench/soak.py $(BENCH_ARGS)
 
 lint: install audit
 	$(BIN)/ruff check .

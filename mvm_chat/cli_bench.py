@@ -1,5 +1,5 @@
-"""``mvm-chat bench seed-ledger`` (synthetic traffic), ``mvm-chat bench gateway`` and
-``local-tier`` (the harnesses under ``bench/`` of a source checkout) and ``mvm-chat ledger
+"""``mvm-chat bench seed-ledger`` (synthetic traffic), ``mvm-chat bench gateway``, ``soak``
+and ``local-tier`` (the harnesses under ``bench/`` of a source checkout) and ``mvm-chat ledger
 rebuild-rollups``.
 
 The shared command-line helpers are imported from ``mvm_chat.cli`` when a command runs (that
@@ -145,6 +145,16 @@ def gateway(args: tuple[str, ...]) -> None:
     streaming and memory. Runs ``bench/gateway.py`` of a source checkout with ARGS (see
     ``--help``)."""
     script = _bench_script("gateway.py")
+    sys.exit(subprocess.call([sys.executable, str(script), *args]))  # noqa: S603
+
+
+@bench.command("soak", context_settings=_PASS_ON)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def soak(args: tuple[str, ...]) -> None:
+    """Issue 8's soak: mixed REST, streaming and WebSocket traffic at 50 clients for 10 minutes;
+    errors, memory growth, open descriptors, ledger rows. Runs ``bench/soak.py`` of a source
+    checkout with ARGS (see ``--help``)."""
+    script = _bench_script("soak.py")
     sys.exit(subprocess.call([sys.executable, str(script), *args]))  # noqa: S603
 
 
