@@ -44,6 +44,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+POOL_SIZE = 20
+"""Postgres connections per server process."""
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url`` (SQLite through aiosqlite or Postgres through asyncpg)."""
     try:
@@ -58,7 +62,12 @@ def create_engine(url: str) -> AsyncEngine:
     if parsed.drivername.startswith("postgresql"):
         # No pre-ping: it would cost a round trip per checkout. A connection found dead is
         # reported once and the pool is emptied (SQLAlchemy invalidates it on the error).
-        return create_async_engine(url, pool_size=20, max_overflow=20, pool_recycle=1800)
+        # No overflow: an overflow connection is closed when it is returned, so under a
+        # sustained load past the pool every request would open (and pay for) a new one;
+        # past POOL_SIZE concurrent statements a request waits for a connection instead.
+        return create_async_engine(
+            url, pool_size=POOL_SIZE, max_overflow=0, pool_timeout=30, pool_recycle=1800
+        )
     raise ConfigError("database.url", f"unsupported database {parsed.drivername!r}")
 
 
