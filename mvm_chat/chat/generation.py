@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -15,7 +15,6 @@ from mvm_chat.engines.base import (
     ChatMessage,
     Finished,
     GenerationRequest,
-    SharedEngine,
     TokenDelta,
     Usage,
 )
@@ -111,18 +110,20 @@ async def generate(
         yield delta
         return
     engine = services.engines[attempt.model.name]
-    shared = engine if isinstance(engine, SharedEngine) else None
+    # SharedEngine.running_requests, looked up directly (an isinstance check on a runtime
+    # Protocol inspects every member of the class on every call)
+    running: Callable[[], int] | None = getattr(engine, "running_requests", None)
     async with aclosing(engine.stream(request)) as stream:
         async for event in stream:
             if isinstance(event, TokenDelta):
-                if shared is not None and not attempt.running_samples:
-                    attempt.running_samples.append(shared.running_requests())
+                if running is not None and not attempt.running_samples:
+                    attempt.running_samples.append(running())
                 attempt.add(event)
                 yield event
             else:
                 attempt.finished = event
-    if shared is not None:
-        attempt.running_samples.append(shared.running_requests())
+    if running is not None:
+        attempt.running_samples.append(running())
     finished = attempt.finished
     if use_cache and finished and attempt.text and finished.finish_reason in ("stop", "length"):
         answer = responses.CachedAnswer(attempt.text, finished.usage)

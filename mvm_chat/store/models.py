@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -29,8 +29,8 @@ MONEY = Numeric(18, 9)
 
 
 def new_id() -> str:
-    """A new random object id (32 hex characters)."""
-    return uuid.uuid4().hex
+    """A new random object id: 128 random bits as 32 hex characters."""
+    return os.urandom(16).hex()  # what uuid4().hex holds, without building a UUID
 
 
 def utcnow() -> datetime:
