@@ -7,9 +7,10 @@ OpenAI-compatible upstream, driven by ``wrk``.
 Starts a stand-in upstream (a fixed streamed completion, answered at once), a fresh Postgres
 database (``mvm-chat db upgrade``), ``mvm-chat serve`` with one ``openai`` model and no local
 model, then measures with ``wrk`` (``Cache-Control: no-cache``) at 1 and 16 connections, the
-direct upstream at 1 connection (for the added latency), and an exact cache hit's time inside
-the server (its ``Server-Timing`` header). Reports requests/s, latency p50/p99, the server's
-CPU time per request, its resident memory after the load, and the machine's load average.
+direct upstream at 1 connection (for the added latency), an exact cache hit's time inside the
+server (its ``Server-Timing`` header) and exact cache hits with ``wrk`` at 1 and 16
+connections. Reports requests/s, latency p50/p99, the server's CPU time per request, its
+resident memory after the load, and the machine's load average.
 Writes ``bench/results/hotpath-DATE[-NAME].json``. With ``--profile DIR`` py-spy's folded
 stacks of the c=16 runs are written there (``pip install py-spy``).
 """
@@ -347,6 +348,7 @@ def main() -> None:
                 spy.wait()
         results["rss_mb_after_load"] = rss_mb(server.pid)
         results["cache_hit_server"] = cache_hit_server_ms(base, key)
+        results["cache_hit_c1"] = wrk(chat, key, 1, args.duration, True, server.pid)
         spy = _profile(args.profile, "cache-hit-c16", server.pid, args.duration)
         results["cache_hit_c16"] = wrk(chat, key, 16, args.duration, True, server.pid)
         if spy is not None:
