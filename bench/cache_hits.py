@@ -26,20 +26,15 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway_services import (
-    MvmChat,
-    gateway_catalog,
-    load_average,
-    machine,
-    source_state,
-    start_upstream,
-)
+from gateway_services import MvmChat, gateway_catalog, start_upstream
 from mvm_chat_embeddings.embedder import SentenceEmbedder
+from processes import load_average, machine, source_state
 
 from mvm_chat.intents.dataset import read_labelled_csv
 
@@ -55,7 +50,8 @@ def paraphrase_pairs(count: int) -> list[tuple[str, str]]:
     rows = [(ex.text, ex.label) for ex in read_labelled_csv(DATA / "test.csv")]
     vectors = np.asarray(SentenceEmbedder().embed([text for text, _ in rows]))
     scores = vectors @ vectors.T
-    pairs, used = [], set()
+    pairs: list[tuple[str, str]] = []
+    used: set[int] = set()
     for i, j in zip(*np.nonzero(np.triu(scores, 1) >= 0.95), strict=True):
         a, b = rows[i], rows[j]
         if a[1] == b[1] and a[0].lower() != b[0].lower() and not {i, j} & used:
@@ -114,7 +110,7 @@ def main() -> None:
     finally:
         server.stop()
         upstream.stop()
-    result = {
+    result: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "machine": machine(),
         "source": source_state(),

@@ -28,21 +28,15 @@ from gateway_load import Target, check_once, streaming, wrk
 from gateway_report import LITELLM, MVM, UPSTREAM, plot, summarise, table, targets
 from gateway_services import (
     LITELLM_MASTER_KEY,
-    MemorySampler,
     MvmChat,
-    Process,
     ensure_litellm,
     ensure_wrk,
     gateway_catalog,
-    load_average,
-    log,
-    machine,
-    memory_kib,
-    source_state,
     start_litellm,
     start_upstream,
     wrk_version,
 )
+from processes import MemorySampler, Process, load_average, log, machine, memory_kib, source_state
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

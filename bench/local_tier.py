@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from gateway_services import MvmChat, load_average, log, machine, source_state
+from gateway_services import MvmChat
+from processes import load_average, log, machine, source_state
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

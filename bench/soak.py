@@ -33,18 +33,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway_load import Target, check_once
-from gateway_services import (
-    BENCH,
-    MvmChat,
-    Process,
-    gateway_catalog,
-    load_average,
-    log,
-    machine,
-    memory_kib,
-    source_state,
-    start_upstream,
-)
+from gateway_services import BENCH, MvmChat, gateway_catalog, start_upstream
+from processes import Process, load_average, log, machine, memory_kib, source_state
 from soak_report import figures, server_log, summarise, targets, text
 
 RESULTS = BENCH / "results"
