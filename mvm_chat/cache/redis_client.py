@@ -22,4 +22,4 @@ def redis_client(url: str, timeout_s: float, **options: Any) -> aioredis.Redis:
         socket_connect_timeout=timeout_s,
         **options,
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: closing it closes both

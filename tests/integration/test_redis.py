@@ -37,9 +37,11 @@ async def test_a_burst_of_commands_keeps_a_bounded_pool(redis_url: str) -> None:
     assert await asyncio.gather(*(client.get("nothing") for _ in range(4 * MAX_CONNECTIONS))) == [
         None
     ] * (4 * MAX_CONNECTIONS)
-    ours = [c for c in redis.Redis.from_url(redis_url).client_list() if c.get("name") == name]
-    assert 1 < len(ours) <= MAX_CONNECTIONS
-    await client.aclose()
+    with redis.Redis.from_url(redis_url) as admin:
+        ours = [c for c in admin.client_list() if c.get("name") == name]
+        assert 1 < len(ours) <= MAX_CONNECTIONS
+        await client.aclose()
+        assert not [c for c in admin.client_list() if c.get("name") == name], "closed with it"
 
 
 async def test_unreachable_redis_fails_open_fast() -> None:
