@@ -7,9 +7,8 @@ from collections import OrderedDict
 from typing import Protocol
 
 import structlog
-from redis.exceptions import RedisError
 
-from mvm_chat.cache.redis_client import redis_client
+from mvm_chat.cache.redis_client import COOLDOWN_S, FAILURES, redis_client
 
 log = structlog.get_logger(__name__)
 
@@ -86,47 +85,69 @@ class MemoryCache:
 
 
 class RedisCache:
-    """Redis with a key prefix and short socket timeouts."""
+    """Redis with a key prefix, short timeouts and a circuit breaker: after a failed call the
+    cache reads as a miss, and stores nothing, for :data:`COOLDOWN_S` without trying."""
 
     name = "redis"
 
     def __init__(self, url: str, prefix: str = "mvm:", timeout_s: float = 0.25) -> None:
         self.prefix = prefix
         self._redis = redis_client(url, timeout_s)
+        self._down_until = 0.0
+
+    @property
+    def available(self) -> bool:
+        """False while the breaker is open (a call failed less than COOLDOWN_S ago)."""
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, op: str, exc: Exception) -> None:
+        self._down_until = time.monotonic() + COOLDOWN_S
+        log.warning("cache.unavailable", op=op, error=type(exc).__name__)
 
     async def get(self, key: str) -> bytes | None:
+        if not self.available:
+            return None
         try:
             value = await self._redis.get(self.prefix + key)
-        except (RedisError, OSError) as exc:
-            log.warning("cache.unavailable", op="get", error=type(exc).__name__)
+        except FAILURES as exc:
+            self._failed("get", exc)
             return None
         return value if isinstance(value, bytes) else None
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        if not self.available:
+            return
         try:
             await self._redis.set(self.prefix + key, value, ex=ttl_s)
-        except (RedisError, OSError) as exc:
-            log.warning("cache.unavailable", op="set", error=type(exc).__name__)
+        except FAILURES as exc:
+            self._failed("set", exc)
 
     async def append(self, key: str, value: bytes, ttl_s: int) -> None:
+        if not self.available:
+            return
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.rpush(self.prefix + key, value)
                 pipe.expire(self.prefix + key, ttl_s)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("cache.unavailable", op="append", error=type(exc).__name__)
+        except FAILURES as exc:
+            self._failed("append", exc)
 
     async def read_from(self, key: str, start: int) -> list[bytes] | None:
+        if not self.available:
+            return None
         try:
             values = await self._redis.lrange(self.prefix + key, start, -1)
-        except (RedisError, OSError) as exc:
-            log.warning("cache.unavailable", op="read_from", error=type(exc).__name__)
+        except FAILURES as exc:
+            self._failed("read_from", exc)
             return None
         return [v for v in values if isinstance(v, bytes)]
 
     async def ping(self) -> None:
+        """Always tries (``/readyz`` reports what Redis says now); a success closes the
+        breaker."""
         await self._redis.ping()
+        self._down_until = 0.0
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -14,15 +14,12 @@ import time
 from collections.abc import Callable
 
 import structlog
-from redis.exceptions import RedisError
 
-from mvm_chat.cache.redis_client import redis_client
+from mvm_chat.cache.redis_client import COOLDOWN_S, FAILURES, redis_client
 
 log = structlog.get_logger(__name__)
 
 WINDOW_S = 60
-COOLDOWN_S = 5.0
-_FAILURES = (RedisError, OSError)
 
 
 class LocalWindows:
@@ -86,7 +83,7 @@ class RateLimiter:
                 pipe.expire(name, WINDOW_S * 2)
                 count, _ = await pipe.execute()
             return int(count)
-        except _FAILURES as exc:
+        except FAILURES as exc:
             self._down_until = time.monotonic() + COOLDOWN_S
             log.warning("ratelimit.redis_unavailable", error=type(exc).__name__)
             return self.local.hit(key_id, window)

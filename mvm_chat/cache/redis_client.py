@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+FAILURES = (RedisError, OSError)
+"""What a failed Redis call raises (``OSError`` covers refused connections and timeouts)."""
+COOLDOWN_S = 5.0
+"""After a failed call, the seconds a client leaves Redis alone (its circuit breaker) and
+falls back: the cache reads as a miss, limits and budgets count without it."""
 MAX_CONNECTIONS = 16
 """Connections one client keeps at most. redis-py never closes an idle pooled connection, so
 an unbounded pool would keep as many as the largest burst of concurrent commands ever used."""

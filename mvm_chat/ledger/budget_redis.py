@@ -19,16 +19,13 @@ import time
 from decimal import ROUND_CEILING, Decimal
 
 import structlog
-from redis.exceptions import RedisError
 
-from mvm_chat.cache.redis_client import redis_client
+from mvm_chat.cache.redis_client import COOLDOWN_S, FAILURES, redis_client
 
 log = structlog.get_logger(__name__)
 
 IDLE_TTL_S = 3600
-COOLDOWN_S = 5.0
 NANOS_PER_USD = Decimal(1_000_000_000)
-_FAILURES = (RedisError, OSError)  # OSError covers timeouts and refused connections
 
 _RESERVE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -112,7 +109,7 @@ class RedisBudgetCounters:
             outcome = await self._reserve(
                 keys=[key], args=[amount, budget, IDLE_TTL_S, "" if spent is None else spent]
             )
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise self._failed("reserve", exc) from None
         return None if int(outcome) < 0 else bool(int(outcome))
 
@@ -122,7 +119,7 @@ class RedisBudgetCounters:
         try:
             self._check()
             await self._settle(keys=[key], args=[-released, cost, IDLE_TTL_S])
-        except (CountersUnavailable, *_FAILURES) as exc:
+        except (CountersUnavailable, *FAILURES) as exc:
             self._stale.add(key)
             if not isinstance(exc, CountersUnavailable):
                 self._failed("settle", exc)
@@ -133,7 +130,7 @@ class RedisBudgetCounters:
         try:
             self._check()
             await self._set_spent(keys=[key], args=[spent])
-        except (CountersUnavailable, *_FAILURES) as exc:
+        except (CountersUnavailable, *FAILURES) as exc:
             self._stale.add(key)
             if not isinstance(exc, CountersUnavailable):
                 self._failed("set_spent", exc)
@@ -143,7 +140,7 @@ class RedisBudgetCounters:
         try:
             self._check()
             value = await self._redis.hget(self.key(tenant_id, month), "reserved")
-        except (CountersUnavailable, *_FAILURES):
+        except (CountersUnavailable, *FAILURES):
             return None
         return None if value is None else int(value)
 

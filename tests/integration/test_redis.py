@@ -55,6 +55,34 @@ async def test_unreachable_redis_fails_open_fast() -> None:
     await cache.close()
 
 
+async def test_a_frozen_redis_is_left_alone_while_the_breaker_is_open() -> None:
+    """A Redis that accepts connections and never answers: the first call times out and
+    opens the cache's breaker; the calls after it do not try at all, and read as misses."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def frozen(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(frozen, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cache = RedisCache(f"redis://127.0.0.1:{port}/0", timeout_s=0.2)
+    try:
+        assert await cache.get("k") is None
+        assert accepted and not cache.available
+        tried = len(accepted)
+        for _ in range(5):
+            assert await cache.get("k") is None
+            await cache.set("k", b"v", ttl_s=5)
+            assert await cache.read_from("list", 0) is None
+        assert len(accepted) == tried, "no call reached Redis while the breaker was open"
+    finally:
+        await cache.close()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 @pytest.fixture(scope="module")
 def redis_server(
     redis_url: str, redis_prefix: str, tmp_path_factory: pytest.TempPathFactory
