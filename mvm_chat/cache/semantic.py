@@ -64,10 +64,12 @@ def namespace(
     context: Sequence[ChatMessage],
     max_tokens: int | None,
     temperature: float | None,
+    embedder: str = "",
 ) -> str:
-    """The key of the entries that may answer a question asked after ``context``."""
+    """The key of the entries that may answer a question asked after ``context`` (embedded
+    by ``embedder``: another embedder's vectors are not comparable)."""
     payload = json.dumps(
-        [tenant_id, [[m.role, m.content] for m in context], max_tokens, temperature],
+        [tenant_id, [[m.role, m.content] for m in context], max_tokens, temperature, embedder],
         separators=(",", ":"),
         ensure_ascii=False,
     )
@@ -99,7 +101,7 @@ def decode_entry(raw: bytes) -> tuple[Vector, SemanticEntry] | None:
         entry = SemanticEntry(
             str(text), int(prompt), int(completion), str(model), str(tier), float(created)
         )
-    except (struct.error, ValueError, TypeError):
+    except Exception:  # whatever another writer left there: not an entry
         return None
     return (vector, entry) if vector.size else None
 
@@ -187,9 +189,12 @@ class SemanticCache:
         if mirror is None or mirror.loaded < time.time() - self.ttl_s:
             # new, or old enough that the backend's list may have expired and begun again
             mirror = _Mirror()
-        fresh = await self.backend.read_from(key, mirror.read)
+        start = mirror.read
+        fresh = await self.backend.read_from(key, start)
         if fresh is None:
             return None
+        # a concurrent lookup of the same namespace may have added some of these already
+        fresh = fresh[mirror.read - start :]
         mirror.read += len(fresh)
         for raw in fresh:
             decoded = decode_entry(raw)

@@ -238,7 +238,10 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
         calls.append(call_record(prepared, attempt, len(calls), "ok", reason, prompt_estimate))
         await guard.settle(calls[-1])
         break
-    semantic.remember(services, found, route.model, attempt)
+    if not any(move.reason == BUDGET_EXHAUSTED for move in moves):
+        # an answer that stands only because the budget refused the tier it needed is not
+        # one to serve again once the budget allows that tier
+        semantic.remember(services, found, route.model, attempt)
     if buffer:
         yield TokenDelta(attempt.text, attempt.tokens)
     finish_reason = attempt.finished.finish_reason if attempt.finished else "stop"

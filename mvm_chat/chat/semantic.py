@@ -51,7 +51,11 @@ async def probe(
     if await services.cache.get(exact) is not None:
         return None  # the exact cache answers: no embedding needed
     key = namespace(
-        request.principal.tenant_id, asked[:-1], request.max_tokens, request.temperature
+        request.principal.tenant_id,
+        asked[:-1],
+        request.max_tokens,
+        request.temperature,
+        cache.embedder.name,
     )
     try:
         vector = await cache.embed(asked[-1].content)
@@ -69,7 +73,12 @@ async def probe(
             return False
         return ranks[entry.tier] >= floor if auto else entry.model == route.model.name
 
-    return SemanticProbe(key, vector, await cache.lookup(key, vector, eligible))
+    try:
+        found = await cache.lookup(key, vector, eligible)
+    except Exception as exc:  # nor does a stored entry that cannot be read
+        log.error("semantic_cache.lookup_failed", error=f"{type(exc).__name__}: {exc}")
+        found = None
+    return SemanticProbe(key, vector, found)
 
 
 def served_route(settings: Settings, found: SemanticHit) -> router.Route:
@@ -89,7 +98,7 @@ def remember(
         or found is None
         or attempt.cache != "miss"
         or finished is None
-        or finished.finish_reason not in ("stop", "length")
+        or finished.finish_reason not in ("stop", "length")  # as the exact cache stores
         or not attempt.text
     ):
         return

@@ -54,18 +54,24 @@ async def claim(db: Database, tenant_id: str, key: str, route: str, body_hash: s
             .where(IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key)
             .with_for_update()
         )
-        if found is None:  # released meanwhile: claim it again
-            return await claim(db, tenant_id, key, route, body_hash)
-        if found.route != route or found.body_hash != body_hash:
-            raise InvalidInput(HEADER, "this key was already used for a different request")
-        if found.status == "done" and found.response is not None:
-            return Claim(found.id, replay=found.response)
-        if found.message_id is not None:
-            return Claim(found.id, message_id=found.message_id)
-        if utcnow() - found.updated_at < STALE_AFTER:
-            raise Conflict("a request with this Idempotency-Key is still being answered")
-        found.updated_at = utcnow()
-        return Claim(found.id)
+        if found is not None:
+            return _existing(found, route, body_hash)
+    # released meanwhile: claim it again (after this transaction has given its connection back)
+    return await claim(db, tenant_id, key, route, body_hash)
+
+
+def _existing(found: IdempotencyKey, route: str, body_hash: str) -> Claim:
+    """What to do about a key claimed before (its row is locked by the caller)."""
+    if found.route != route or found.body_hash != body_hash:
+        raise InvalidInput(HEADER, "this key was already used for a different request")
+    if found.status == "done" and found.response is not None:
+        return Claim(found.id, replay=found.response)
+    if found.message_id is not None:
+        return Claim(found.id, message_id=found.message_id)
+    if utcnow() - found.updated_at < STALE_AFTER:
+        raise Conflict("a request with this Idempotency-Key is still being answered")
+    found.updated_at = utcnow()
+    return Claim(found.id)
 
 
 async def mark_stored(session: AsyncSession, claim_id: int, message_id: str) -> None:

@@ -94,6 +94,9 @@ async def gather(
     session: AsyncSession, now: datetime, baseline_model: str, budgets: Budgets | None
 ) -> DashboardData:
     """The dashboard's data as of ``now``; budgets as ``GET /admin/budgets`` reports them."""
+    # Budgets first: they use a session of their own, and ``session`` takes its connection
+    # only at its first query, so this request never holds two connections at once.
+    budget_rows = await budget_reports.reports(budgets) if budgets is not None else []
     start, end = window(now)
     by_day = await summary(session, start, end, "day", now=now)
     tiers = await summary(session, start, end, "tier", now=now)
@@ -112,5 +115,5 @@ async def gather(
         intents=intents.rows[:TOP_INTENTS],
         handoffs=handoffs,
         open_handoffs=open_count,
-        budgets=await budget_reports.reports(budgets) if budgets is not None else [],
+        budgets=budget_rows,
     )

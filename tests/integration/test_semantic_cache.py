@@ -4,6 +4,7 @@ tier below what the turn needs, per tenant, and ``Cache-Control: no-cache`` bypa
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from mvm_chat.cache.backends import RedisCache
+from mvm_chat.cache.backends import MemoryCache, RedisCache
 from mvm_chat.cache.semantic import SemanticCache, SemanticEntry, namespace
 from mvm_chat.engines.base import ChatMessage
 from tests.integration.conftest import seen, standin_model
@@ -218,3 +219,40 @@ def test_a_misnamed_embedder_stops_start_up(tmp_path: Path) -> None:
     result = mvm(tmp_path, "serve", "--port", "1", check=False)
     assert result.returncode == 2
     assert "chat.semantic_cache" in result.stderr and "'nope'" in result.stderr
+
+
+class SlowMemory(MemoryCache):
+    """The in-process backend with a pause in each read, so lookups overlap."""
+
+    async def read_from(self, key: str, start: int) -> list[bytes] | None:
+        await asyncio.sleep(0.01)
+        return await super().read_from(key, start)
+
+
+async def test_overlapping_lookups_neither_double_nor_skip_entries() -> None:
+    backend = SlowMemory()
+    cache = SemanticCache(backend, _Axes(), 0.9, ttl_s=60, max_entries=100)
+    key = namespace("acme", [], None, None, "axes")
+    assert await cache.lookup(key, _axis(0), bool) is None  # this process's copy, empty
+    for i in range(3):
+        entry = SemanticEntry(f"answer {i}", 1, 1, "small", "local", time.time())
+        await cache.store(key, _axis(i), entry)
+    found = await asyncio.gather(*(cache.lookup(key, _axis(0), bool) for _ in range(2)))
+    assert all(hit is not None and hit.entry.text == "answer 0" for hit in found)
+    late = SemanticEntry("answer 3", 1, 1, "small", "local", time.time())
+    await cache.store(key, _axis(3), late)
+    hit = await cache.lookup(key, _axis(3), bool)
+    assert hit is not None and hit.entry.text == "answer 3", "the entry after them is seen"
+    await backend.append(key, b"\xff\xff\xff\x7fnot an entry", 60)  # a foreign item
+    assert (await cache.lookup(key, _axis(1), bool)) is not None, "and is skipped"
+
+
+class _Axes:
+    name = "axes"
+
+    def embed(self, texts: Any) -> list[list[float]]:
+        return [[1.0 if i == int(t) else 0.0 for i in range(8)] for t in texts]
+
+
+def _axis(i: int) -> Any:
+    return np.eye(8, dtype=np.float32)[i]
