@@ -23,8 +23,9 @@ class CacheBackend(Protocol):
     async def append(self, key: str, value: bytes, ttl_s: int) -> None:
         """Add ``value`` to the end of the list at ``key``; the list expires ``ttl_s`` later."""
 
-    async def read_from(self, key: str, start: int) -> list[bytes] | None:
-        """The list at ``key`` from index ``start`` on; None when the backend is unreachable."""
+    async def read_from(self, key: str, start: int, count: int) -> list[bytes] | None:
+        """At most ``count`` items of the list at ``key`` from index ``start`` on; None when
+        the backend is unreachable."""
 
     async def ping(self) -> None:
         """Raise if the backend cannot be reached."""
@@ -66,7 +67,7 @@ class MemoryCache:
         while len(self._lists) > self._max_items:
             self._lists.popitem(last=False)
 
-    async def read_from(self, key: str, start: int) -> list[bytes] | None:
+    async def read_from(self, key: str, start: int, count: int) -> list[bytes] | None:
         item = self._lists.get(key)
         if item is None:
             return []
@@ -74,7 +75,7 @@ class MemoryCache:
             del self._lists[key]
             return []
         self._lists.move_to_end(key)
-        return item[1][start:]
+        return item[1][start : start + count]
 
     async def ping(self) -> None:
         return None
@@ -133,11 +134,11 @@ class RedisCache:
         except FAILURES as exc:
             self._failed("append", exc)
 
-    async def read_from(self, key: str, start: int) -> list[bytes] | None:
+    async def read_from(self, key: str, start: int, count: int) -> list[bytes] | None:
         if not self.available:
             return None
         try:
-            values = await self._redis.lrange(self.prefix + key, start, -1)
+            values = await self._redis.lrange(self.prefix + key, start, start + count - 1)
         except FAILURES as exc:
             self._failed("read_from", exc)
             return None

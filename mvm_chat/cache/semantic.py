@@ -28,6 +28,8 @@ from mvm_chat.cache.backends import CacheBackend
 from mvm_chat.engines.base import ChatMessage
 
 Vector = NDArray[np.float32]
+PAGE = 500
+"""Entries fetched per read of a namespace's list."""
 
 
 class Embedder(Protocol):
@@ -189,17 +191,22 @@ class SemanticCache:
         if mirror is None or mirror.loaded < time.time() - self.ttl_s:
             # new, or old enough that the backend's list may have expired and begun again
             mirror = _Mirror()
-        start = mirror.read
-        fresh = await self.backend.read_from(key, start)
-        if fresh is None:
-            return None
-        # a concurrent lookup of the same namespace may have added some of these already
-        fresh = fresh[mirror.read - start :]
-        mirror.read += len(fresh)
-        for raw in fresh:
-            decoded = decode_entry(raw)
-            if decoded is not None:
-                mirror.add(*decoded)
+        while True:  # in pages: a full namespace is megabytes, and each read has a timeout
+            start = mirror.read
+            page = await self.backend.read_from(key, start, PAGE)
+            if page is None:
+                return None
+            # a concurrent lookup of the same namespace may have added some of these already
+            fresh = page[mirror.read - start :]
+            mirror.read += len(fresh)
+            for raw in fresh:
+                decoded = decode_entry(raw)
+                if decoded is not None:
+                    mirror.add(*decoded)
+            if len(page) < PAGE:
+                break
+        if not mirror.read:
+            return mirror  # nothing stored: not worth a place among the copies kept
         self._mirrors[key] = mirror
         self._mirrors.move_to_end(key)
         while len(self._mirrors) > self._max_namespaces:

@@ -46,6 +46,8 @@ async def probe(
     cache, request, asked = services.semantic, prepared.request, prepared.prompt
     if cache is None or not request.use_cache or not asked or asked[-1].role != "user":
         return None
+    if any(message.role != "system" for message in asked[:-1]):
+        return None  # a follow-up: after a history of its own, a neighbour is all but never found
     generation = request_for(route.model, prompt, request.max_tokens, request.temperature)
     exact = responses.response_key(request.principal.tenant_id, route.model.name, generation)
     if await services.cache.get(exact) is not None:

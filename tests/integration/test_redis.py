@@ -73,7 +73,7 @@ async def test_a_frozen_redis_is_left_alone_while_the_breaker_is_open() -> None:
         for _ in range(5):
             assert await cache.get("k") is None
             await cache.set("k", b"v", ttl_s=5)
-            assert await cache.read_from("list", 0) is None
+            assert await cache.read_from("list", 0, 10) is None
         assert len(accepted) == tried, "no call reached Redis while the breaker was open"
     finally:
         await cache.close()

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from mvm_chat.cache import semantic as semantic_module
 from mvm_chat.cache.backends import MemoryCache, RedisCache
 from mvm_chat.cache.semantic import SemanticCache, SemanticEntry, namespace
 from mvm_chat.engines.base import ChatMessage
@@ -207,7 +208,7 @@ async def test_entries_are_shared_through_redis(redis_url: str, redis_prefix: st
     assert await one.lookup(key, np.array([0.0, 0.0, 1.0], np.float32), lambda e: True) is None
     assert await two.lookup(key, card, lambda e: True) is not None
     await two.store(key, card, entry)  # the namespace is full (2 entries): not stored
-    assert len(await two.backend.read_from(key, 0) or []) == 2
+    assert len(await two.backend.read_from(key, 0, 10) or []) == 2
     for backend in backends:
         await backend.close()
 
@@ -224,19 +225,20 @@ def test_a_misnamed_embedder_stops_start_up(tmp_path: Path) -> None:
 class SlowMemory(MemoryCache):
     """The in-process backend with a pause in each read, so lookups overlap."""
 
-    async def read_from(self, key: str, start: int) -> list[bytes] | None:
+    async def read_from(self, key: str, start: int, count: int) -> list[bytes] | None:
         await asyncio.sleep(0.01)
-        return await super().read_from(key, start)
+        return await super().read_from(key, start, count)
 
 
 async def test_overlapping_lookups_neither_double_nor_skip_entries() -> None:
     backend = SlowMemory()
     cache = SemanticCache(backend, _Axes(), 0.9, ttl_s=60, max_entries=100)
     key = namespace("acme", [], None, None, "axes")
-    assert await cache.lookup(key, _axis(0), bool) is None  # this process's copy, empty
     for i in range(3):
         entry = SemanticEntry(f"answer {i}", 1, 1, "small", "local", time.time())
         await cache.store(key, _axis(i), entry)
+        if i == 0:  # this process's copy of the namespace now holds the first entry
+            assert await cache.lookup(key, _axis(0), bool) is not None
     found = await asyncio.gather(*(cache.lookup(key, _axis(0), bool) for _ in range(2)))
     assert all(hit is not None and hit.entry.text == "answer 0" for hit in found)
     late = SemanticEntry("answer 3", 1, 1, "small", "local", time.time())
@@ -256,3 +258,13 @@ class _Axes:
 
 def _axis(i: int) -> Any:
     return np.eye(8, dtype=np.float32)[i]
+
+
+async def test_a_namespace_is_read_in_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(semantic_module, "PAGE", 2)
+    cache = SemanticCache(MemoryCache(), _Axes(), 0.9, ttl_s=60)
+    key = namespace("acme", [], None, None, "axes")
+    for i in range(5):
+        await cache.store(key, _axis(i), SemanticEntry(f"a{i}", 1, 1, "s", "local", time.time()))
+    hit = await cache.lookup(key, _axis(4), bool)
+    assert hit is not None and hit.entry.text == "a4"
