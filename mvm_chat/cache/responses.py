@@ -15,6 +15,15 @@ class CachedAnswer:
     usage: Usage
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """An answer a turn already has for its call, and the ledger's ``cache`` value for it:
+    ``hit`` (the exact cache) or ``semantic``."""
+
+    cache: str
+    answer: CachedAnswer
+
+
 def response_key(tenant_id: str, model: str, request: GenerationRequest) -> str:
     """A key covering the tenant, the model, every prompt message and the sampling settings."""
     payload = json.dumps(

@@ -9,7 +9,6 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from mvm_chat.cache import responses
-from mvm_chat.cache.semantic import SemanticHit
 from mvm_chat.chat.services import Services
 from mvm_chat.engines.base import (
     ChatMessage,
@@ -86,22 +85,21 @@ async def generate(
     request: GenerationRequest,
     tenant_id: str,
     use_cache: bool,
-    similar: SemanticHit | None = None,
+    served: responses.Served | None = None,
 ) -> AsyncGenerator[TokenDelta, None]:
-    """Stream one call's tokens into ``attempt`` (and to the caller); a cached answer when
-    the same tenant asked the same model the same prompt before, or ``similar``'s answer."""
+    """Stream one call's tokens into ``attempt`` (and to the caller): ``served`` when the turn
+    already has the answer, else the exact cache's when the same tenant asked the same model
+    the same prompt before, else the model's."""
     key = responses.response_key(tenant_id, attempt.model.name, request)
-    cached = None
-    if similar is not None:
-        entry = similar.entry
-        cached = responses.CachedAnswer(
-            entry.text, Usage(entry.prompt_tokens, entry.completion_tokens)
-        )
+    cached: responses.CachedAnswer | None = None
+    if served is not None:
+        attempt.cache, cached = served.cache, served.answer
     elif use_cache:
         raw = await services.cache.get(key)
         cached = responses.decode(raw) if raw is not None else None
-    hit = "semantic" if similar is not None else "hit"
-    attempt.cache = "bypass" if not use_cache else (hit if cached else "miss")
+        attempt.cache = "hit" if cached else "miss"
+    else:
+        attempt.cache = "bypass"
     services.metrics.cache.labels(attempt.cache).inc()
     if cached is not None:
         delta = TokenDelta(cached.text, cached.usage.completion_tokens)

@@ -84,12 +84,12 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                 route = router.Route(target, moves[-1].reason)
     prompt_estimate = estimate_tokens(prompt)
     found = await semantic.probe(services, prepared, settings, route, prompt)
-    similar = found.hit if found else None
-    if similar is not None:  # answered before: nothing to pay, so nothing to reserve
-        served = semantic.served_route(settings, similar)
-        if served.model.name != route.model.name:
-            moves.append(Move(route.tier, served.tier, served.reason))
-        route = served
+    first = found.served if found else None
+    if found is not None and found.hit is not None:  # nothing to pay, so nothing to reserve
+        answered_by = semantic.served_route(settings, found.hit)
+        if answered_by.model.name != route.model.name:
+            moves.append(Move(route.tier, answered_by.tier, answered_by.reason))
+        route = answered_by
     elif (admitted := await guard.admit(route, prompt_estimate, request.max_tokens)) is not None:
         route, budget_move = admitted
         if budget_move is not None:
@@ -107,7 +107,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
     while True:
         attempt = Attempt(route.model)
         generation = request_for(route.model, prompt, request.max_tokens, request.temperature)
-        served_similar, similar = similar, None  # a semantic hit answers the first call only
+        served, first = first, None  # what the caches had answers the first call only
         breaker = services.breakers.of(route.model.name)
         breaker.begin()
         streamed = False
@@ -119,7 +119,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                     generation,
                     request.principal.tenant_id,
                     request.use_cache,
-                    served_similar,
+                    served,
                 )
             ) as stream:
                 async for delta in stream:

@@ -19,7 +19,7 @@ from mvm_chat.chat import router
 from mvm_chat.chat.generation import Attempt, request_for
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import PreparedTurn
-from mvm_chat.engines.base import ChatMessage
+from mvm_chat.engines.base import ChatMessage, Usage
 from mvm_chat.settings import ModelSettings, Settings
 
 log = structlog.get_logger(__name__)
@@ -27,11 +27,26 @@ log = structlog.get_logger(__name__)
 
 @dataclass(slots=True)
 class SemanticProbe:
-    """The question's namespace and embedding, and the entry found for it, if any."""
+    """What was found before the turn's first call: the exact cache's answer, or else the
+    question's namespace and embedding and the entry found for it, if any."""
 
-    key: str
-    vector: Vector
-    hit: SemanticHit | None
+    exact: responses.CachedAnswer | None = None
+    key: str = ""
+    vector: Vector | None = None
+    hit: SemanticHit | None = None
+
+    @property
+    def served(self) -> responses.Served | None:
+        """The answer the first call is to give, if either cache has one."""
+        if self.exact is not None:
+            return responses.Served("hit", self.exact)
+        if self.hit is None:
+            return None
+        entry = self.hit.entry
+        answer = responses.CachedAnswer(
+            entry.text, Usage(entry.prompt_tokens, entry.completion_tokens)
+        )
+        return responses.Served("semantic", answer)
 
 
 async def probe(
@@ -41,8 +56,8 @@ async def probe(
     route: router.Route,
     prompt: list[ChatMessage],
 ) -> SemanticProbe | None:
-    """Embed the question and look it up; None when the semantic cache is off or bypassed, or
-    when the exact cache holds the answer to ``prompt`` (what the routed model would get)."""
+    """The exact cache's answer to ``prompt`` (what the routed model would get), else the
+    semantic cache's lookup of the question; None when the semantic cache is off or bypassed."""
     cache, request, asked = services.semantic, prepared.request, prepared.prompt
     if cache is None or not request.use_cache or not asked or asked[-1].role != "user":
         return None
@@ -50,8 +65,10 @@ async def probe(
         return None  # a follow-up: after a history of its own, a neighbour is all but never found
     generation = request_for(route.model, prompt, request.max_tokens, request.temperature)
     exact = responses.response_key(request.principal.tenant_id, route.model.name, generation)
-    if await services.cache.get(exact) is not None:
-        return None  # the exact cache answers: no embedding needed
+    raw = await services.cache.get(exact)
+    answer = responses.decode(raw) if raw is not None else None
+    if answer is not None:
+        return SemanticProbe(exact=answer)  # no embedding needed
     key = namespace(
         request.principal.tenant_id,
         asked[:-1],
@@ -80,7 +97,7 @@ async def probe(
     except Exception as exc:  # nor does a stored entry that cannot be read
         log.error("semantic_cache.lookup_failed", error=f"{type(exc).__name__}: {exc}")
         found = None
-    return SemanticProbe(key, vector, found)
+    return SemanticProbe(key=key, vector=vector, hit=found)
 
 
 def served_route(settings: Settings, found: SemanticHit) -> router.Route:
@@ -98,6 +115,7 @@ def remember(
     if (
         services.semantic is None
         or found is None
+        or found.vector is None
         or attempt.cache != "miss"
         or finished is None
         or finished.finish_reason not in ("stop", "length")  # as the exact cache stores
