@@ -8,7 +8,7 @@ from typing import Protocol
 
 import structlog
 
-from mvm_chat.cache.redis_client import COOLDOWN_S, FAILURES, redis_client
+from mvm_chat.cache.redis_client import FAILURES, Cooldown, redis_client
 
 log = structlog.get_logger(__name__)
 
@@ -94,15 +94,15 @@ class RedisCache:
     def __init__(self, url: str, prefix: str = "mvm:", timeout_s: float = 0.25) -> None:
         self.prefix = prefix
         self._redis = redis_client(url, timeout_s)
-        self._down_until = 0.0
+        self._cooldown = Cooldown()
 
     @property
     def available(self) -> bool:
         """False while the breaker is open (a call failed less than COOLDOWN_S ago)."""
-        return time.monotonic() >= self._down_until
+        return not self._cooldown.open
 
     def _failed(self, op: str, exc: Exception) -> None:
-        self._down_until = time.monotonic() + COOLDOWN_S
+        self._cooldown.trip()
         log.warning("cache.unavailable", op=op, error=type(exc).__name__)
 
     async def get(self, key: str) -> bytes | None:
@@ -148,7 +148,7 @@ class RedisCache:
         """Always tries (``/readyz`` reports what Redis says now); a success closes the
         breaker."""
         await self._redis.ping()
-        self._down_until = 0.0
+        self._cooldown.reset()
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -2,7 +2,7 @@
 
 Requests are counted in fixed one-minute windows. With Redis configured the count is one
 ``INCR`` of ``{prefix}rl:{key_id}:{minute}`` (shared by every process); every call has the
-configured short timeout, and after a failure Redis is left alone for :data:`COOLDOWN_S` (a
+configured short timeout, and after a failure Redis is left alone for ``COOLDOWN_S`` (a
 circuit breaker) while each process counts on its own: the same limit per process, never no
 limit. Answers in progress are counted per process.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import structlog
 
-from mvm_chat.cache.redis_client import COOLDOWN_S, FAILURES, redis_client
+from mvm_chat.cache.redis_client import FAILURES, Cooldown, redis_client
 
 log = structlog.get_logger(__name__)
 
@@ -54,12 +54,12 @@ class RateLimiter:
         self.clock = clock
         self.local = LocalWindows()
         self._redis = redis_client(url, timeout_s) if url and per_minute else None
-        self._down_until = 0.0
+        self.cooldown = Cooldown()
 
     @property
     def shared(self) -> bool:
         """Whether the count is Redis's right now (not this process's own)."""
-        return self._redis is not None and time.monotonic() >= self._down_until
+        return self._redis is not None and not self.cooldown.open
 
     async def hit(self, key_id: str) -> int | None:
         """Count a request of ``key_id``: None when it is within the limit, else the seconds
@@ -74,7 +74,7 @@ class RateLimiter:
         return max(1, math.ceil((window + 1) * WINDOW_S - now))
 
     async def _count(self, key_id: str, window: int) -> int:
-        if self._redis is None or time.monotonic() < self._down_until:
+        if self._redis is None or self.cooldown.open:
             return self.local.hit(key_id, window)
         name = f"{self.prefix}rl:{key_id}:{window}"
         try:
@@ -84,7 +84,7 @@ class RateLimiter:
                 count, _ = await pipe.execute()
             return int(count)
         except FAILURES as exc:
-            self._down_until = time.monotonic() + COOLDOWN_S
+            self.cooldown.trip()
             log.warning("ratelimit.redis_unavailable", error=type(exc).__name__)
             return self.local.hit(key_id, window)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -12,6 +13,26 @@ FAILURES = (RedisError, OSError)
 COOLDOWN_S = 5.0
 """After a failed call, the seconds a client leaves Redis alone (its circuit breaker) and
 falls back: the cache reads as a miss, limits and budgets count without it."""
+
+
+class Cooldown:
+    """A Redis client's circuit breaker: open for :data:`COOLDOWN_S` after a failed call."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    @property
+    def open(self) -> bool:
+        """True while callers should not try Redis."""
+        return time.monotonic() < self._until
+
+    def trip(self) -> None:
+        self._until = time.monotonic() + COOLDOWN_S
+
+    def reset(self) -> None:
+        self._until = 0.0
+
+
 MAX_CONNECTIONS = 16
 """Connections one client keeps at most. redis-py never closes an idle pooled connection, so
 an unbounded pool would keep as many as the largest burst of concurrent commands ever used."""

@@ -8,19 +8,18 @@ absent is first set from the database's spend inside the same script. A hash idl
 drops reservations of a process that died mid-call.
 
 Every call has the configured short timeout; after a failure the counters report
-:class:`CountersUnavailable` for :data:`COOLDOWN_S` without trying (a circuit breaker), and the
+:class:`CountersUnavailable` for ``COOLDOWN_S`` without trying (a circuit breaker), and the
 caller falls back to the database. A settlement that could not reach Redis marks the hash
 stale: it is deleted (and so set afresh from the database) once Redis answers again.
 """
 
 from __future__ import annotations
 
-import time
 from decimal import ROUND_CEILING, Decimal
 
 import structlog
 
-from mvm_chat.cache.redis_client import COOLDOWN_S, FAILURES, redis_client
+from mvm_chat.cache.redis_client import FAILURES, Cooldown, redis_client
 
 log = structlog.get_logger(__name__)
 
@@ -80,18 +79,18 @@ class RedisBudgetCounters:
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)
         self._set_spent = self._redis.register_script(_SET_SPENT)
-        self._down_until = 0.0
+        self._cooldown = Cooldown()
         self._stale: set[str] = set()
 
     def key(self, tenant_id: str, month: str) -> str:
         return f"{self.prefix}budget:{tenant_id}:{month}"
 
     def _check(self) -> None:
-        if time.monotonic() < self._down_until:
+        if self._cooldown.open:
             raise CountersUnavailable("redis failed recently")
 
     def _failed(self, op: str, exc: Exception) -> CountersUnavailable:
-        self._down_until = time.monotonic() + COOLDOWN_S
+        self._cooldown.trip()
         log.warning("budget.redis_unavailable", op=op, error=type(exc).__name__)
         return CountersUnavailable(f"redis: {type(exc).__name__}")
 

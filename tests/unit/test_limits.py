@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
@@ -63,10 +62,10 @@ async def test_without_redis_each_process_still_limits(redis_url: str, redis_pre
         await dead.close()
     back = RateLimiter(2, redis_url, redis_prefix + "back:")
     try:
-        back._down_until = time.monotonic() + 60  # as just after a failure: counts locally
+        back.cooldown.trip()  # as just after a failure: counts locally
         assert not back.shared
         await back.hit("k")
-        back._down_until = 0.0  # the cooldown is over: Redis counts again, from its own count
+        back.cooldown.reset()  # the cooldown is over: Redis counts again, from its own count
         assert back.shared
         assert [await back.hit("k") for _ in range(2)] == [None, None]
         assert await back.hit("k") is not None
