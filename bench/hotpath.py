@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from intents import machine
+from processes import Process, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -139,28 +139,6 @@ def serve_upstream(port: int) -> None:
 
 
 # -- the measurement ------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
 def _tool(name: str) -> str:
@@ -298,9 +276,9 @@ def main() -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="mvm-hotpath-"))
     database = f"mvm_bench_{uuid.uuid4().hex[:10]}"
-    up_port, port = _free_port(), _free_port()
-    upstream = subprocess.Popen(  # noqa: S603 (our own arguments, here and below)
-        [sys.executable, __file__, "--upstream", str(up_port)]
+    up_port, port = free_port(), free_port()
+    upstream = Process.start(
+        "upstream", [sys.executable, __file__, "--upstream", str(up_port)], work / "upstream.log"
     )
     _pg(f'CREATE DATABASE "{database}"')
     env = {
@@ -313,7 +291,7 @@ def main() -> None:
         )
     )
     cli = [sys.executable, "-m", "mvm_chat"]
-    server: subprocess.Popen[bytes] | None = None
+    server: Process | None = None
     try:
         upgrade = [*cli, "db", "upgrade"]
         subprocess.run(upgrade, cwd=work, env=env, check=True, capture_output=True)  # noqa: S603
@@ -329,11 +307,10 @@ def main() -> None:
         serve = [*cli, "serve", "--port", str(port)]
         if args.workers > 1:
             serve += ["--workers", str(args.workers)]
-        with (work / "server.log").open("ab") as log:
-            server = subprocess.Popen(serve, cwd=work, env=env, stdout=log, stderr=log)  # noqa: S603
+        server = Process.start("mvm_chat", serve, work / "server.log", env)
         base = f"http://127.0.0.1:{port}"
-        _wait(f"{base}/readyz", server)
-        _wait(f"http://127.0.0.1:{up_port}/v1/models", upstream)
+        wait_http(f"{base}/readyz", server)
+        wait_http(f"http://127.0.0.1:{up_port}/v1/models", upstream)
         chat = f"{base}/v1/chat/completions"
         wrk(chat, key, 4, 2, cache=False)  # warm up
         results: dict[str, Any] = {
@@ -342,15 +319,15 @@ def main() -> None:
             )
         }
         for c in (int(x) for x in args.connections.split(",")):
-            spy = _profile(args.profile, f"nocache-c{c}", server.pid, args.duration, c == 16)
-            results[f"nocache_c{c}"] = wrk(chat, key, c, args.duration, False, server.pid)
+            spy = _profile(args.profile, f"nocache-c{c}", server.popen.pid, args.duration, c == 16)
+            results[f"nocache_c{c}"] = wrk(chat, key, c, args.duration, False, server.popen.pid)
             if spy is not None:
                 spy.wait()
-        results["rss_mb_after_load"] = rss_mb(server.pid)
+        results["rss_mb_after_load"] = rss_mb(server.popen.pid)
         results["cache_hit_server"] = cache_hit_server_ms(base, key)
-        results["cache_hit_c1"] = wrk(chat, key, 1, args.duration, True, server.pid)
-        spy = _profile(args.profile, "cache-hit-c16", server.pid, args.duration)
-        results["cache_hit_c16"] = wrk(chat, key, 16, args.duration, True, server.pid)
+        results["cache_hit_c1"] = wrk(chat, key, 1, args.duration, True, server.popen.pid)
+        spy = _profile(args.profile, "cache-hit-c16", server.popen.pid, args.duration)
+        results["cache_hit_c16"] = wrk(chat, key, 16, args.duration, True, server.popen.pid)
         if spy is not None:
             spy.wait()
         up = results["upstream_c1"]
@@ -375,9 +352,8 @@ def main() -> None:
         out.write_text(json.dumps(record, indent=2) + "\n")
     finally:
         for proc in (server, upstream):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=20)
+            if proc is not None:
+                proc.stop()
         _pg(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
