@@ -22,20 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import Server, free_port, mvm, unavailable
+from tests.support import MODEL_TOML, Server, free_port, mvm, unavailable
 
-LONG_TOML = """
-[[tiers]]
-name = "local"
-
-[[models]]
-name = "smollm2-135m"
-tier = "local"
-engine = "llamacpp"
-path = "builtin:smollm2-135m"
-max_tokens = 400
-temperature = 0.0
-"""
+LONG_TOML = MODEL_TOML.replace("max_tokens = 48", "max_tokens = 400")
+assert LONG_TOML != MODEL_TOML
 LONG_PROMPT = "Write a very long story about a bank clerk, with many details, in ten chapters."
 
 
