@@ -34,14 +34,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway_services import MvmChat, gateway_catalog, start_upstream
 from mvm_chat_embeddings.embedder import SentenceEmbedder
-from processes import load_average, machine, source_state
+from processes import ADMIN_POSTGRES, REDIS_URL, load_average, machine, source_state
 
 from mvm_chat.intents.dataset import read_labelled_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "banking77"
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS = "redis://127.0.0.1:6379/0"
 SEMANTIC = '\n[chat]\nsemantic_cache = "embeddings"\n'
 
 
@@ -86,7 +84,7 @@ def main() -> None:
     pairs = paraphrase_pairs(args.requests)
     work = Path(tempfile.mkdtemp(prefix="mvm-cache-hits-"))
     upstream, url = start_upstream(work, tokens=9, delay_ms=0)
-    server = MvmChat(work, gateway_catalog(url) + SEMANTIC, POSTGRES, REDIS)
+    server = MvmChat(work, gateway_catalog(url) + SEMANTIC, ADMIN_POSTGRES, REDIS_URL)
     times: dict[str, list[float]] = {"miss": [], "exact": [], "semantic": []}
     unexpected: dict[str, int] = {}
     try:

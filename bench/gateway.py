@@ -36,7 +36,16 @@ from gateway_services import (
     start_upstream,
     wrk_version,
 )
-from processes import MemorySampler, Process, load_average, log, machine, memory_kib, source_state
+from processes import (
+    MemorySampler,
+    Process,
+    add_service_options,
+    load_average,
+    log,
+    machine,
+    memory_kib,
+    source_state,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -59,12 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stream-requests", type=int, default=200)
     parser.add_argument("--stream-tokens", type=int, default=16)
     parser.add_argument("--stream-delay-ms", type=float, default=5.0)
-    parser.add_argument(
-        "--postgres",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="an admin DSN; a database is created there for the run and dropped after",
-    )
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    add_service_options(parser)
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON and PNG")
     parser.add_argument("--tag", default="", help="appended to the result file names")
     args = parser.parse_args(argv)

@@ -35,11 +35,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from intents import machine
-from processes import Process, free_port, wait_http
+from processes import ADMIN_POSTGRES, REDIS_URL, Process, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS = "redis://127.0.0.1:6379/0"
 CONFIG = """
 [server]
 log_level = "warning"
@@ -150,7 +148,7 @@ def _tool(name: str) -> str:
 
 def _pg(statement: str) -> None:
     subprocess.run(  # noqa: S603
-        [_tool("psql"), ADMIN_PG, "-q", "-c", statement],
+        [_tool("psql"), ADMIN_POSTGRES, "-q", "-c", statement],
         check=True,
         capture_output=True,
         text=True,
@@ -287,7 +285,7 @@ def main() -> None:
     }
     (work / "mvm_chat.toml").write_text(
         CONFIG.format(
-            redis=REDIS, prefix=f"bench-{database}:", upstream=f"http://127.0.0.1:{up_port}/v1"
+            redis=REDIS_URL, prefix=f"bench-{database}:", upstream=f"http://127.0.0.1:{up_port}/v1"
         )
     )
     cli = [sys.executable, "-m", "mvm_chat"]

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import httpx
 from gateway_services import MvmChat
-from processes import load_average, log, machine, source_state
+from processes import add_service_options, load_average, log, machine, source_state
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -267,8 +267,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/banking77")
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    add_service_options(parser)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--tag", default="")
     parser.add_argument("--raw-worker", metavar="MODEL", help=argparse.SUPPRESS)

@@ -3,6 +3,7 @@ machine, the commit measured, resident memory."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import socket
@@ -17,6 +18,19 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+ADMIN_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+"""Where the harnesses create (and drop) a database of their own for each run."""
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def add_service_options(parser: argparse.ArgumentParser) -> None:
+    """``--postgres`` and ``--redis``, with the local services as defaults."""
+    parser.add_argument(
+        "--postgres",
+        default=ADMIN_POSTGRES,
+        help="an admin DSN; a database is created there for the run and dropped after",
+    )
+    parser.add_argument("--redis", default=REDIS_URL)
 
 
 def log(message: str) -> None:

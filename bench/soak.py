@@ -34,7 +34,15 @@ from urllib.parse import urlsplit
 
 from gateway_load import Target, check_once
 from gateway_services import BENCH, MvmChat, gateway_catalog, start_upstream
-from processes import Process, load_average, log, machine, memory_kib, source_state
+from processes import (
+    Process,
+    add_service_options,
+    load_average,
+    log,
+    machine,
+    memory_kib,
+    source_state,
+)
 from soak_report import figures, server_log, summarise, targets, text
 
 RESULTS = BENCH / "results"
@@ -48,12 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients")
     parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--seed", type=int, default=8)
-    parser.add_argument(
-        "--postgres",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="an admin DSN; a database is created there for the run and dropped after",
-    )
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    add_service_options(parser)
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON")
     parser.add_argument("--tag", default="", help="appended to the result file name")
     args = parser.parse_args(argv)
