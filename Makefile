@@ -11,12 +11,30 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall only when the project metadata changes; pip reuses its wheel cache
-# (the llama-cpp-python build takes minutes the first time only).
+# llama-cpp-python is built once per machine kind into LLAMA_WHEELS (minutes the first time
+# only), for a fixed instruction set rather than -march=native: pip's own wheel cache would
+# hand a wheel built on one CPU to another, and some virtual machines advertise AMX (which
+# the native build then uses) without allowing it, so generation dies of SIGILL.
+LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python==\([^ ]*\).*/\1/p' requirements-dev.lock)
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+LLAMA_WHEELS := $(HOME)/.cache/mvm_chat/llama-cpp-x86-64-avx2
+else
+LLAMA_CMAKE := -DGGML_NATIVE=OFF
+LLAMA_WHEELS := $(HOME)/.cache/mvm_chat/llama-cpp-$(shell uname -m)
+endif
+
+# Reinstall only when the project metadata or this file changes.
 # torch is pinned and installed first so that the plugins' resolver keeps this (CPU) build.
 EMBEDDINGS := plugins/mvm-chat-embeddings
-$(STAMP): pyproject.toml $(EMBEDDINGS)/pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml $(EMBEDDINGS)/pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet torch==2.13.0
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) ($(LLAMA_CMAKE)); a few minutes, once"; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir \
+	    -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION); }
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall \
+	  $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet -e $(EMBEDDINGS)
 	@touch $(STAMP)
