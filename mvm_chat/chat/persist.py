@@ -11,7 +11,7 @@ from sqlalchemy import Table, insert, select, update
 from mvm_chat.chat import persist_pg
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import PreparedTurn
-from mvm_chat.ledger.ledger import CallRecord, ledger_entry
+from mvm_chat.ledger.ledger import CallRecord, ledger_row
 from mvm_chat.settings import ModelSettings
 from mvm_chat.store import idempotency
 from mvm_chat.store.conversations import reserve_seq, retry_on_conflict
@@ -42,12 +42,6 @@ async def store_turn(
 _CONVERSATIONS = cast(Table, Conversation.__table__)
 _MESSAGES = cast(Table, Message.__table__)
 _LEDGER = cast(Table, LedgerEntry.__table__)
-_LEDGER_COLUMNS = tuple(c.key for c in _LEDGER.columns if c.key != "id")
-
-
-def ledger_row(entry: LedgerEntry) -> dict[str, Any]:
-    """The column values of a ledger row built by :func:`ledger_entry`, for a Core insert."""
-    return {name: getattr(entry, name) for name in _LEDGER_COLUMNS}
 
 
 def _message_row(
@@ -109,9 +103,8 @@ async def _store_once(
         "created_at": now,
         "updated_at": now,
     }
-    entries = [ledger_entry(services.settings, call, answer_id) for call in calls]
-    rollups = rollup_rows(entries)  # (sets each entry's created_at)
-    ledger = [ledger_row(e) for e in entries]
+    ledger = [ledger_row(services.settings, call, answer_id) for call in calls]
+    rollups = rollup_rows(ledger)
     if (
         prepared.is_new_conversation
         and request.idempotency_id is None
@@ -150,8 +143,8 @@ async def record_failure(services: Services, call: CallRecord) -> None:
     """A failed call is still a ledger row (no message is stored for it)."""
     try:
         async with services.db.transaction() as session:
-            entry = ledger_entry(services.settings, call, None)
-            session.add(entry)
-            await add_to_rollup(session, [entry])
+            row = ledger_row(services.settings, call, None)
+            await session.execute(insert(_LEDGER), row)
+            await add_to_rollup(session, [row])
     except Exception as exc:
         log.error("ledger.write_failed", error=type(exc).__name__)

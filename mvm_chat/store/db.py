@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,8 +45,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-POOL_SIZE = 20
-"""Postgres connections per server process."""
+POOL_SIZE = 10
+"""Postgres connections per server process in SQLAlchemy's pool (sessions, admin reads)."""
+DRIVER_POOL_SIZE = 10
+"""Postgres connections per server process in the hot path's asyncpg pool
+(:meth:`Database.driver`); with :data:`POOL_SIZE`, 20 in all."""
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -71,6 +75,13 @@ def create_engine(url: str) -> AsyncEngine:
     raise ConfigError("database.url", f"unsupported database {parsed.drivername!r}")
 
 
+async def _keep_state(connection: Any) -> None:
+    # asyncpg's default reset is a round trip per release (RESET ALL, UNLISTEN *...); the
+    # hot path sets no session state and holds no transaction past its statement
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
 class Database:
     """The engine and session factory of one app instance."""
 
@@ -79,6 +90,17 @@ class Database:
         self.engine = create_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._driver_pool: asyncio.Task[Any] | None = None
+
+    def _asyncpg_pool(self) -> asyncio.Task[Any]:
+        # created on first use (it needs the running loop), once even when first asked for
+        # by many requests at the same time; it opens no connection until one is acquired
+        if self._driver_pool is None:
+            dsn = self.engine.url.set(drivername="postgresql").render_as_string(False)
+            self._driver_pool = asyncio.ensure_future(
+                asyncpg.create_pool(dsn, min_size=0, max_size=DRIVER_POOL_SIZE, reset=_keep_state)
+            )
+        return self._driver_pool
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
@@ -89,17 +111,18 @@ class Database:
 
     @asynccontextmanager
     async def driver(self) -> AsyncIterator[Any]:
-        """The driver's own connection (asyncpg's on Postgres) from the pool, in autocommit:
+        """An asyncpg connection, in autocommit, from a pool of its own (Postgres only):
         for the hot path's few statements, compiled once with :func:`driver_sql`, without
-        SQLAlchemy's work on each execution."""
-        async with self.autocommit.connect() as conn:
-            raw = await conn.get_raw_connection()
+        SQLAlchemy's work on each checkout and execution."""
+        pool = await asyncio.shield(self._asyncpg_pool())
+        async with pool.acquire() as connection:
             try:
-                yield raw.driver_connection
+                yield connection
             except DISCONNECTED:
-                # what SQLAlchemy does when it sees the error itself: this connection is
-                # dropped and the pool renewed, since the others are likely dead too
-                await conn.invalidate()
+                # this connection is dropped, and the others renewed on their next use,
+                # since they are likely dead too (as SQLAlchemy does with its pool)
+                connection.terminate()
+                pool.expire_connections()
                 await self.engine.dispose()
                 raise
 
@@ -130,6 +153,9 @@ class Database:
             return await conn.run_sync(read)
 
     async def dispose(self) -> None:
+        pool, self._driver_pool = self._driver_pool, None
+        if pool is not None:
+            await (await pool).close()
         await self.engine.dispose()
 
 

@@ -17,7 +17,7 @@ Readers sum over the shards like over any other key column.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -45,7 +45,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mvm_chat.store.models import CACHE_HITS, Base, LedgerEntry, utcnow
+from mvm_chat.store.models import CACHE_HITS, Base, LedgerEntry
 
 BUCKET_BOUNDS_MS: tuple[int, ...] = (
     25, 35, 49, 69, 97, 136, 190, 267, 375, 526, 737, 1034,
@@ -108,39 +108,37 @@ def _utc_day(value: datetime) -> date:
     return value.astimezone(UTC).date()
 
 
-def _values_of(entry: LedgerEntry, shard: int) -> dict[str, Any]:
+def _values_of(row: Mapping[str, Any], shard: int) -> dict[str, Any]:
     values: dict[str, Any] = dict.fromkeys(SUMS, 0)
     values.update(
-        day=_utc_day(entry.created_at),
-        tenant_id=entry.tenant_id,
-        model=entry.model,
-        engine=entry.engine,
-        tier=entry.tier,
-        intent=entry.intent or "",
+        day=_utc_day(row["created_at"]),
+        tenant_id=row["tenant_id"],
+        model=row["model"],
+        engine=row["engine"],
+        tier=row["tier"],
+        intent=row["intent"] or "",
         shard=shard,
         requests=1,
-        prompt_tokens=entry.prompt_tokens or 0,
-        completion_tokens=entry.completion_tokens or 0,
-        cost_nusd=to_nanos(entry.cost_usd or Decimal(0)),
-        baseline_cost_nusd=to_nanos(entry.baseline_cost_usd or Decimal(0)),
-        escalated=int(entry.status == "escalated"),
-        errors=int(entry.status == "error"),
-        cache_hits=int(entry.cache in CACHE_HITS),
+        prompt_tokens=row["prompt_tokens"] or 0,
+        completion_tokens=row["completion_tokens"] or 0,
+        cost_nusd=to_nanos(row["cost_usd"] or Decimal(0)),
+        baseline_cost_nusd=to_nanos(row["baseline_cost_usd"] or Decimal(0)),
+        escalated=int(row["status"] == "escalated"),
+        errors=int(row["status"] == "error"),
+        cache_hits=int(row["cache"] in CACHE_HITS),
     )
-    values[BUCKETS[bucket_of(entry.latency_ms or 0)]] = 1
+    values[BUCKETS[bucket_of(row["latency_ms"] or 0)]] = 1
     return values
 
 
-def rollup_rows(entries: Iterable[LedgerEntry]) -> list[dict[str, Any]]:
-    """The rollup increments of ledger rows, one per rollup key, in key order (so that
-    concurrent writers lock rollup rows in one order). Sets ``created_at`` on entries that
-    have none yet, so that row and rollup agree on the day."""
+def rollup_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rollup increments of ledger rows (column values, ``created_at`` included), one
+    per rollup key, in key order (so that concurrent writers lock rollup rows in one
+    order)."""
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     shard = random.randrange(SHARDS)
-    for entry in entries:
-        if entry.created_at is None:
-            entry.created_at = utcnow()
-        values = _values_of(entry, shard)
+    for row in rows:
+        values = _values_of(row, shard)
         key = tuple(values[k] for k in KEY)
         if key in merged:
             for name in SUMS:
@@ -150,9 +148,9 @@ def rollup_rows(entries: Iterable[LedgerEntry]) -> list[dict[str, Any]]:
     return [merged[key] for key in sorted(merged)]
 
 
-async def add_to_rollup(session: AsyncSession, entries: Iterable[LedgerEntry]) -> None:
+async def add_to_rollup(session: AsyncSession, ledger: Iterable[Mapping[str, Any]]) -> None:
     """Count ledger rows that ``session`` is writing into the rollup (same transaction)."""
-    rows = rollup_rows(entries)
+    rows = rollup_rows(ledger)
     if not rows:
         return
     upsert = rollup_upsert(session.get_bind().dialect.name)

@@ -14,11 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import insert
 
 from mvm_chat.engines.base import Usage
-from mvm_chat.ledger.ledger import CallRecord, ledger_entry
+from mvm_chat.ledger.ledger import CallRecord, ledger_row
 from mvm_chat.settings import load_settings
 from mvm_chat.store.db import Database
+from mvm_chat.store.models import LedgerEntry
 from mvm_chat.store.rollups import add_to_rollup
 from tests.browser import Browser
 from tests.support import MODEL_TOML, Server, mvm
@@ -124,7 +126,7 @@ async def _seed_history(workdir: Path, tenants: dict[str, str]) -> None:
     db = Database(settings.database.url)
     try:
         async with db.transaction() as session:
-            entries = []
+            entries: list[dict[str, Any]] = []
             for days_ago, tenant, model, intent, status, prompt, completion in plan:
                 call = CallRecord(
                     request_id=uuid.uuid4().hex,
@@ -140,10 +142,10 @@ async def _seed_history(workdir: Path, tenants: dict[str, str]) -> None:
                     intent=intent,
                     escalation_reason="low answer confidence" if status == "escalated" else None,
                 )
-                entry = ledger_entry(settings, call, None)
-                entry.created_at = now - timedelta(days=days_ago)
+                entry = ledger_row(settings, call, None)
+                entry["created_at"] = now - timedelta(days=days_ago)
                 entries.append(entry)
-            session.add_all(entries)
+            await session.execute(insert(LedgerEntry), entries)
             await add_to_rollup(session, entries)
     finally:
         await db.engine.dispose()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from mvm_chat.ledger.report_rows import estimate_percentile
 from mvm_chat.store.db import Database, upgrade
@@ -56,13 +56,13 @@ def test_money_round_trips_through_nano_dollars() -> None:
     assert from_nanos(0) == 0
 
 
-def _entries(tenant_id: str, count: int, seed: int) -> list[LedgerEntry]:
+def _entries(tenant_id: str, count: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     base = datetime(2026, 11, 1, tzinfo=UTC)
     entries = []
     for i in range(count):
         entries.append(
-            LedgerEntry(
+            dict(
                 request_id=f"r{seed}-{i}",
                 attempt=0,
                 tenant_id=tenant_id,
@@ -106,7 +106,7 @@ async def _check_upsert_matches_rebuild(url: str) -> None:
         for seed in range(4):  # several transactions, hitting the same rollup keys again
             async with db.transaction() as session:
                 entries = _entries(tenant_id, 40, seed)
-                session.add_all(entries)
+                await session.execute(insert(LedgerEntry), entries)
                 await add_to_rollup(session, entries)
         incremental = await _snapshot(db)
         async with db.transaction() as session:
