@@ -12,7 +12,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from mvm_chat.chat.services import Services
 from mvm_chat.errors import Forbidden, Unauthorized
-from mvm_chat.store.keys import Principal, authenticate_in
+from mvm_chat.store.keys import Principal
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/schema")
 ADMIN_COOKIE = "mvm_admin"
@@ -37,7 +37,7 @@ async def principal_for_key(
     if not key or len(key) > 256:
         return None
     services: Services = connection.app.state.services
-    principal = await authenticate_in(services.db, key)
+    principal = await services.keys.principal(key)
     if principal is not None:
         structlog.contextvars.bind_contextvars(tenant=principal.tenant)
     return principal

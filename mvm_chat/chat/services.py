@@ -23,6 +23,7 @@ from mvm_chat.metrics import Metrics
 from mvm_chat.plugins import PluginSet, engine_factories
 from mvm_chat.settings import Settings
 from mvm_chat.store.db import Database
+from mvm_chat.store.key_cache import KeyCache
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +88,11 @@ class Services:
     """Tenants' monthly budgets (None: budgets are not enforced)."""
     semantic: SemanticCache | None = None
     """The semantic response cache (None: ``chat.semantic_cache`` is off)."""
+    keys: KeyCache = field(init=False)
+    """Principals of the keys seen, kept while key changes are heard (Postgres)."""
+
+    def __post_init__(self) -> None:
+        self.keys = KeyCache(self.db)
 
     def observe_latency(self, model: str, seconds: float) -> None:
         previous = self.latency_s.get(model)
@@ -127,6 +133,7 @@ class Services:
         return services
 
     async def start(self) -> None:
+        await self.keys.start()
         for name, engine in self.engines.items():
             log.info("engine.starting", model=name, engine=engine.kind)
             await engine.start()
@@ -152,4 +159,5 @@ class Services:
         await self.pubsub.close()
         if self.budgets is not None:
             await self.budgets.close()
+        await self.keys.close()
         await self.db.dispose()

@@ -84,12 +84,17 @@ def _by_hash_sql(dialect: Dialect) -> str:
 async def authenticate_in(db: Database, key: str) -> Principal | None:
     """:func:`authenticate` on ``db``: one round trip, and on Postgres straight through
     asyncpg with the statement compiled once."""
+    return await principal_by_digest(db, hash_key(key))
+
+
+async def principal_by_digest(db: Database, digest: str) -> Principal | None:
+    """The principal of the key whose :func:`hash_key` is ``digest``, or None."""
     if not db.is_postgres:
         async with db.connect() as conn:
-            return await authenticate(conn, key)
-    digest = hash_key(key)
-    async with db.driver() as driver:
-        row = await driver.fetchrow(_by_hash_sql(db.engine.dialect), digest)
+            row = (await conn.execute(_BY_HASH, {"digest": digest})).first()
+    else:
+        async with db.driver() as driver:
+            row = await driver.fetchrow(_by_hash_sql(db.engine.dialect), digest)
     return _principal(row, digest)
 
 

@@ -1,6 +1,7 @@
 """``mvm-chat keys revoke`` holds from the very next request, on every server process that
-shares the database (there is no key cache to wait out); the embedded default's first-start
-keys are written out once, on the first start only."""
+shares the database, though each has the key in its cache (emptied by Postgres's notification
+of the change); the embedded default's first-start keys are written out once, on the first
+start only."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_a_revoked_key_is_refused_at_once_by_every_process(
     first, second = servers
     key = first.key("acme", role)
     other = first.key("acme", role)
-    for _ in range(3):  # warm: had there been a cache, it would hold the key now
+    for _ in range(3):  # warm: each process's key cache holds the key now
         assert [_status(s, key) for s in servers] == [200, 200]
     mvm(second.workdir, "keys", "revoke", key[:10], env=second.env)
     assert [_status(s, key) for s in servers] == [401, 401]

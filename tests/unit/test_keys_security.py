@@ -4,8 +4,8 @@ How a key is checked (``mvm_chat/store/keys.py``): the presented key is hashed w
 the row is found by an indexed equality lookup on ``api_keys.key_hash`` (a bound parameter); the
 digest stored in that row is then compared with :func:`hmac.compare_digest`. A lookup by hash
 leaks nothing useful through timing (the attacker controls the hash's input, not its prefix),
-and the final comparison is constant-time in any case. There is no key cache in the process:
-every request reads the key's row, so a revocation holds from the next request on.
+and the final comparison is constant-time in any case. The lookups here go to the database
+(the server's key cache, emptied on every key change, is tested in ``test_key_cache.py``).
 """
 
 from __future__ import annotations
