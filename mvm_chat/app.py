@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,9 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
         await check_migrated(services.db)
         await services.start()
         await fire(services, "startup", app=app)
+        # what is loaded by now lives as long as the process: kept out of the collector's
+        # full passes, which otherwise walk all of it (pauses of milliseconds under load)
+        gc.freeze()
         log.info("app.started", models=[m.name for m in settings.models])
 
     async def on_shutdown(app: Litestar) -> None:
