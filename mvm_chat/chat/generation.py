@@ -90,7 +90,7 @@ async def generate(
     """Stream one call's tokens into ``attempt`` (and to the caller): ``served`` when the turn
     already has the answer, else the exact cache's when the same tenant asked the same model
     the same prompt before, else the model's."""
-    key = responses.response_key(tenant_id, attempt.model.name, request)
+    key = responses.response_key(tenant_id, attempt.model.name, request) if use_cache else ""
     cached: responses.CachedAnswer | None = None
     if served is not None:
         attempt.cache, cached = served.cache, served.answer
