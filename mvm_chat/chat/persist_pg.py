@@ -30,14 +30,25 @@ MAX_ROWS = 4
 """Turns with more ledger rows than this take the statement-by-statement path."""
 
 
+_GROUPS = {"c": 0, "m": 1, "l": 2, "r": 3}
+"""Bound parameters are named ``{group}{row}_{column}``: the conversation (``c_``, one row),
+the messages, the ledger rows and the rollup rows, in the order write_new_conversation takes
+them."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Compiled:
-    """A statement compiled once: its SQL and the order of its positional parameters."""
+    """A statement compiled once: its SQL and where each positional parameter comes from."""
 
     sql: str
-    order: tuple[str, ...]
-    json: frozenset[str]
-    """Parameters of JSON columns, passed serialised (as SQLAlchemy's JSON type does)."""
+    sources: tuple[tuple[int, int, str, bool], ...]
+    """Per parameter: its group, row and column, and whether it is a JSON column's (passed
+    serialised, as SQLAlchemy's JSON type does)."""
+
+
+def _source(name: str, is_json: bool) -> tuple[int, int, str, bool]:
+    prefix, column = name.split("_", 1)
+    return _GROUPS[prefix[0]], int(prefix[1:] or 0), column, is_json
 
 
 _STATEMENTS: dict[tuple[int, int], _Compiled] = {}
@@ -67,9 +78,11 @@ def _statement(dialect: Dialect, ledger_rows: int, rollup_rows: int) -> _Compile
             ledger.cte("new_ledger"),
         )
         compiled = statement.compile(dialect=dialect)
-        order = tuple(compiled.positiontup or ())
-        as_json = frozenset(n for n in order if isinstance(compiled.binds[n].type, JSON))
-        found = _STATEMENTS[ledger_rows, rollup_rows] = _Compiled(str(compiled), order, as_json)
+        sources = tuple(
+            _source(name, isinstance(compiled.binds[name].type, JSON))
+            for name in compiled.positiontup or ()
+        )
+        found = _STATEMENTS[ledger_rows, rollup_rows] = _Compiled(str(compiled), sources)
     return found
 
 
@@ -87,17 +100,11 @@ async def write_new_conversation(
 ) -> None:
     """Insert a new conversation with its two messages, ledger rows and rollup increments,
     in one statement (through asyncpg itself, outside any transaction)."""
-    params = {f"c_{name}": conversation[name] for name in CONVERSATION_COLUMNS}
-    for i, message in enumerate(messages):
-        params.update({f"m{i}_{name}": message[name] for name in MESSAGE_COLUMNS})
-    for i, row in enumerate(ledger):
-        params.update({f"l{i}_{name}": row[name] for name in LEDGER_COLUMNS})
-    for i, row in enumerate(rollups):
-        params.update({f"r{i}_{name}": value for name, value in row.items()})
     compiled = _statement(db.engine.dialect, len(ledger), len(rollups))
-    values = tuple(
-        json.dumps(params[name]) if name in compiled.json else params[name]
-        for name in compiled.order
-    )
+    groups = ((conversation,), messages, ledger, rollups)
+    values = [
+        json.dumps(groups[group][row][column]) if is_json else groups[group][row][column]
+        for group, row, column, is_json in compiled.sources
+    ]
     async with db.driver() as driver:
         await driver.execute(compiled.sql, *values)
