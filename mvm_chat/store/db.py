@@ -49,7 +49,14 @@ POOL_SIZE = 10
 """Postgres connections per server process in SQLAlchemy's pool (sessions, admin reads)."""
 DRIVER_POOL_SIZE = 10
 """Postgres connections per server process in the hot path's asyncpg pool
-(:meth:`Database.driver`); with :data:`POOL_SIZE`, 20 in all."""
+(:meth:`Database.driver`); with :data:`POOL_SIZE`, 20 for statements (and one more listens
+for key changes, ``store/key_cache.py``)."""
+POOL_TIMEOUT_S = 30
+"""How long a statement waits for a free connection of either pool."""
+SQLALCHEMY_ONLY = frozenset(
+    {"prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn"}
+)
+"""Connection options in a database URL that SQLAlchemy's asyncpg dialect takes for itself."""
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -70,14 +77,19 @@ def create_engine(url: str) -> AsyncEngine:
         # sustained load past the pool every request would open (and pay for) a new one;
         # past POOL_SIZE concurrent statements a request waits for a connection instead.
         return create_async_engine(
-            url, pool_size=POOL_SIZE, max_overflow=0, pool_timeout=30, pool_recycle=1800
+            url,
+            pool_size=POOL_SIZE,
+            max_overflow=0,
+            pool_timeout=POOL_TIMEOUT_S,
+            pool_recycle=1800,
         )
     raise ConfigError("database.url", f"unsupported database {parsed.drivername!r}")
 
 
 async def _keep_state(connection: Any) -> None:
     # asyncpg's default reset is a round trip per release (RESET ALL, UNLISTEN *...); the
-    # hot path sets no session state and holds no transaction past its statement
+    # hot path sets no session state and holds no transaction past its statement. A new
+    # user of Database.driver() must not either (no SET, advisory lock or LISTEN).
     if connection.is_in_transaction():
         await connection.execute("ROLLBACK")
 
@@ -92,13 +104,23 @@ class Database:
         self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._driver_pool: asyncio.Task[Any] | None = None
 
+    def asyncpg_options(self) -> dict[str, Any]:
+        """``asyncpg.connect``'s arguments for this database (Postgres): what SQLAlchemy's
+        dialect would pass, so that URL options such as ``?ssl=require`` hold here too."""
+        _, options = self.engine.dialect.create_connect_args(self.engine.url)
+        return {k: v for k, v in options.items() if k not in SQLALCHEMY_ONLY}
+
     def _asyncpg_pool(self) -> asyncio.Task[Any]:
         # created on first use (it needs the running loop), once even when first asked for
         # by many requests at the same time; it opens no connection until one is acquired
         if self._driver_pool is None:
-            dsn = self.engine.url.set(drivername="postgresql").render_as_string(False)
             self._driver_pool = asyncio.ensure_future(
-                asyncpg.create_pool(dsn, min_size=0, max_size=DRIVER_POOL_SIZE, reset=_keep_state)
+                asyncpg.create_pool(
+                    min_size=0,
+                    max_size=DRIVER_POOL_SIZE,
+                    reset=_keep_state,
+                    **self.asyncpg_options(),
+                )
             )
         return self._driver_pool
 
@@ -115,14 +137,14 @@ class Database:
         for the hot path's few statements, compiled once with :func:`driver_sql`, without
         SQLAlchemy's work on each checkout and execution."""
         pool = await asyncio.shield(self._asyncpg_pool())
-        async with pool.acquire() as connection:
+        async with pool.acquire(timeout=POOL_TIMEOUT_S) as connection:
             try:
                 yield connection
             except DISCONNECTED:
                 # this connection is dropped, and the others renewed on their next use,
                 # since they are likely dead too (as SQLAlchemy does with its pool)
                 connection.terminate()
-                pool.expire_connections()
+                await pool.expire_connections()
                 await self.engine.dispose()
                 raise
 
@@ -154,9 +176,11 @@ class Database:
 
     async def dispose(self) -> None:
         pool, self._driver_pool = self._driver_pool, None
-        if pool is not None:
-            await (await pool).close()
-        await self.engine.dispose()
+        try:
+            if pool is not None:
+                await (await pool).close()
+        finally:
+            await self.engine.dispose()
 
 
 def driver_sql(statement: Any, dialect: Dialect) -> tuple[str, tuple[str, ...]]:

@@ -151,3 +151,34 @@ async def test_sqlite_keeps_no_cache(tmp_path: Path, reads: list[str]) -> None:
     finally:
         await keys.close()
         await db.dispose()
+
+
+async def test_heartbeats_keep_the_cache_in_use(
+    cache: KeyCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(key_cache, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(key_cache, "STALE_S", 0.5)
+    heard = cache._heard_at
+    await _until(lambda: cache._heard_at > heard)  # a heartbeat came back
+    heard = cache._heard_at
+    await _until(lambda: cache._heard_at > heard)
+    assert cache.listening
+
+
+async def test_a_listener_that_stops_hearing_leaves_the_cache_unused(
+    db: Database, cache: KeyCache, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = await _key(db)
+    assert await cache.principal(key) is not None
+    monkeypatch.setattr(key_cache, "HEARTBEAT_S", 0.3)
+    monkeypatch.setattr(key_cache, "STALE_S", 0.6)
+    listener = cache._listener
+    heard = cache._heard_at
+    await _until(lambda: cache._heard_at > heard)  # just after a heartbeat: the connection is free
+    # deaf but connected, as behind a pooler that drops notifications: nothing is heard now
+    await listener.execute("UNLISTEN *")
+    await _sql(db, "UPDATE api_keys SET revoked_at = now()")
+    await _until(lambda: not cache.listening)  # its heartbeat did not come back
+    assert await cache.principal(key) is None
+    await _until(lambda: cache.listening and cache._listener is not listener)  # a new one
+    assert await cache.principal(key) is None
