@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from processes import Process, free_port, log, wait_http
+from processes import Process, drop_redis_prefix, free_port, log, wait_http
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -231,15 +231,7 @@ class MvmChat:
         if self.created_db:
             statement = f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'
             asyncio.run(_pg_exec(self.postgres, statement))
-        try:
-            import redis
-
-            client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
-            for key in client.scan_iter(match=self.redis_prefix + "*", count=1000):
-                client.delete(key)
-            client.close()
-        except Exception as exc:  # a cleanup failure must not hide the figures
-            log(f"could not clean Redis prefix {self.redis_prefix}: {exc}")
+        drop_redis_prefix(self.redis_url, self.redis_prefix)
 
 
 LITELLM_CONFIG = """model_list:

@@ -35,7 +35,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from intents import machine
-from processes import ADMIN_POSTGRES, REDIS_URL, Process, free_port, wait_http
+from processes import (
+    ADMIN_POSTGRES,
+    REDIS_URL,
+    Process,
+    drop_redis_prefix,
+    free_port,
+    wait_http,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """
@@ -353,6 +360,7 @@ def main() -> None:
             if proc is not None:
                 proc.stop()
         _pg(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        drop_redis_prefix(REDIS_URL, f"bench-{database}:")
 
 
 if __name__ == "__main__":

@@ -181,3 +181,17 @@ class MemorySampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def drop_redis_prefix(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (a harness's own), reporting rather than raising:
+    a failed cleanup must not hide the figures."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        for key in client.scan_iter(match=prefix + "*", count=1000):
+            client.delete(key)
+        client.close()
+    except Exception as exc:
+        log(f"could not clean Redis prefix {prefix}: {exc}")
