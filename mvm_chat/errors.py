@@ -58,13 +58,6 @@ class Conflict(MvmChatError):
     title = "Conflict"
 
 
-class PayloadTooLarge(MvmChatError):
-    """The body is larger than the configured limit."""
-
-    status_code = 413
-    title = "Payload Too Large"
-
-
 class InvalidInput(MvmChatError):
     """The request parsed but a field is invalid; ``field`` names it."""
 

@@ -127,11 +127,6 @@ class SglangEngine(OpenAIEngine):
         """The server's load at the last scrape of ``/metrics``, with this process's open calls."""
         return self._scraper.snapshot(self._inflight)
 
-    async def refresh_load(self) -> SglangLoad:
-        """Scrape ``/metrics`` now (a failure leaves the last values, marked stale)."""
-        await self._scraper.scrape()
-        return self.load()
-
     @property
     def queue_depth(self) -> int:
         """Queued plus running requests on the server (last scrape), at least our own calls."""
