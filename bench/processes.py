@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import intents
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -49,20 +50,13 @@ def load_average() -> list[float]:
 
 def machine() -> dict[str, Any]:
     """Cores, CPU model, memory and load average of this machine."""
-    info: dict[str, Any] = {
-        "nproc": os.cpu_count(),
-        "python": platform.python_version(),
+    info = intents.machine()  # CPU model and memory, as every harness reports them
+    return {
+        "nproc": info.pop("cores"),
+        **info,
         "kernel": platform.release(),
+        "load_average": load_average(),
     }
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            info["cpu"] = line.split(":", 1)[1].strip()
-            break
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal"):
-            info["memory_gib"] = round(int(line.split()[1]) / 1024**2, 1)
-    info["load_average"] = load_average()
-    return info
 
 
 def source_state() -> dict[str, Any]:
