@@ -86,12 +86,11 @@ def create_engine(url: str) -> AsyncEngine:
     raise ConfigError("database.url", f"unsupported database {parsed.drivername!r}")
 
 
-async def _keep_state(connection: Any) -> None:
-    # asyncpg's default reset is a round trip per release (RESET ALL, UNLISTEN *...); the
-    # hot path sets no session state and holds no transaction past its statement. A new
-    # user of Database.driver() must not either (no SET, advisory lock or LISTEN).
-    if connection.is_in_transaction():
-        await connection.execute("ROLLBACK")
+async def _no_reset_query(connection: Any) -> None:
+    # asyncpg rolls back an open transaction itself before calling this; its default reset
+    # adds a round trip per release (RESET ALL, UNLISTEN *...). The hot path sets no session
+    # state; a new user of Database.driver() must not either (no SET, advisory lock, LISTEN).
+    return None
 
 
 class Database:
@@ -118,7 +117,7 @@ class Database:
                 asyncpg.create_pool(
                     min_size=0,
                     max_size=DRIVER_POOL_SIZE,
-                    reset=_keep_state,
+                    reset=_no_reset_query,
                     **self.asyncpg_options(),
                 )
             )
