@@ -91,10 +91,9 @@ async def principal_by_digest(db: Database, digest: str) -> Principal | None:
     """The principal of the key whose :func:`hash_key` is ``digest``, or None."""
     if not db.is_postgres:
         async with db.connect() as conn:
-            row = (await conn.execute(_BY_HASH, {"digest": digest})).first()
-    else:
-        async with db.driver() as driver:
-            row = await driver.fetchrow(_by_hash_sql(db.engine.dialect), digest)
+            return await _by_digest(conn, digest)
+    async with db.driver() as driver:
+        row = await driver.fetchrow(_by_hash_sql(db.engine.dialect), digest)
     return _principal(row, digest)
 
 
@@ -109,7 +108,10 @@ def _principal(row: Any, digest: str) -> Principal | None:
 
 async def authenticate(session: AsyncSession | AsyncConnection, key: str) -> Principal | None:
     """The principal behind ``key``, or None when it is unknown or revoked."""
-    digest = hash_key(key)
+    return await _by_digest(session, hash_key(key))
+
+
+async def _by_digest(session: AsyncSession | AsyncConnection, digest: str) -> Principal | None:
     row = (await session.execute(_BY_HASH, {"digest": digest})).first()
     return _principal(row, digest)
 
