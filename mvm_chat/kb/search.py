@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 from sqlalchemy import text as sql
 
@@ -60,20 +61,23 @@ class EmptinessMemo:
     service without one does not run a search query on every turn (documents added with
     ``mvm-chat kb add`` count from at most that long later)."""
 
-    def __init__(self, recheck_s: float = EMPTY_RECHECK_S) -> None:
+    def __init__(
+        self, recheck_s: float = EMPTY_RECHECK_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.recheck_s = recheck_s
+        self._clock = clock
         self._empty_until = 0.0
         self._had_documents = False
 
     async def is_empty(self, db: Database) -> bool:
         if self._had_documents:
             return False  # once it has had documents, searching is the check
-        if time.monotonic() < self._empty_until:
+        if self._clock() < self._empty_until:
             return True
         async with db.connect() as conn:
             empty = not (await conn.execute(ANY_DOCUMENT)).scalar()
         self._had_documents = not empty
-        self._empty_until = time.monotonic() + self.recheck_s
+        self._empty_until = self._clock() + self.recheck_s
         return empty
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from sqlalchemy import delete
@@ -13,13 +12,26 @@ from mvm_chat.store.db import Database
 from mvm_chat.store.models import KbDocument
 
 
+class Clock:
+    """A clock the test moves by hand, so that a slow machine cannot outrun the recheck."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_emptiness_is_remembered_then_checked_again(kb_db: Database, kb_docs: Path) -> None:
-    memo = EmptinessMemo(recheck_s=0.3)
+    clock = Clock()
+    memo = EmptinessMemo(recheck_s=30.0, clock=clock)
     assert await memo.is_empty(kb_db)
     await ingest(kb_db, [kb_docs / "billing.md"], None)
+    clock.now += 29.9
     assert await memo.is_empty(kb_db), "believed empty until the recheck"
-    await asyncio.sleep(0.35)
+    clock.now += 0.2
     assert not await memo.is_empty(kb_db), "the added document counts after the recheck"
     async with kb_db.transaction() as session:
         await session.execute(delete(KbDocument))
+    clock.now += 60.0
     assert not await memo.is_empty(kb_db), "once it had documents, the search itself decides"
