@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import redis
 
 from mvm_chat.cache import semantic as semantic_module
 from mvm_chat.cache.backends import MemoryCache, RedisCache
@@ -104,17 +105,44 @@ def calls(standin: str) -> int:
     return len(seen(standin, "/v1/chat/completions")) + len(seen(standin, "/generate"))
 
 
-def stored() -> None:
-    """Entries are stored after the reply, in the background: give that a moment."""
-    time.sleep(0.3)
+class Entries:
+    """The semantic cache's entries in Redis (lists under the server's prefix)."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        self.client = redis.Redis.from_url(redis_url)
+        self.prefix = prefix
+
+    def count(self) -> int:
+        keys = self.client.scan_iter(match=self.prefix + "*", _type="list")
+        return sum(int(self.client.llen(key)) for key in keys)
+
+
+@pytest.fixture(scope="module")
+def entries(server: Server, redis_url: str, redis_prefix: str) -> Iterator[Entries]:
+    found = Entries(redis_url, f"{redis_prefix}semantic:")
+    yield found
+    found.client.close()
+
+
+def ask_and_store(
+    server: Server, key: str, entries: Entries, text: str, **kwargs: str
+) -> dict[str, Any]:
+    """``ask``, then wait until its answer is in the cache (it is stored in the background,
+    after the reply)."""
+    before = entries.count()
+    reply = ask(server, key, text, **kwargs)
+    deadline = time.monotonic() + 30
+    while entries.count() <= before:
+        assert time.monotonic() < deadline, "the answer was never stored"
+        time.sleep(0.05)
+    return reply
 
 
 def test_a_paraphrase_is_answered_from_the_cache_for_nothing(
-    server: Server, key: str, standin: str, script: Any
+    server: Server, key: str, standin: str, script: Any, entries: Entries
 ) -> None:
-    first = ask(server, key, "How do I reset my online banking password")
+    first = ask_and_store(server, key, entries, "How do I reset my online banking password")
     assert (first["mvm"]["cache"], first["mvm"]["model"]) == ("miss", "small")
-    stored()
     before = calls(standin)
     again = ask(server, key, "how do I reset my online banking password please?")
     assert calls(standin) == before, "the model was not called"
@@ -136,18 +164,18 @@ def test_a_paraphrase_is_answered_from_the_cache_for_nothing(
 
 
 def test_an_escalated_question_is_answered_again_from_the_tier_it_needed(
-    server: Server, key: str, standin: str, script: Any
+    server: Server, key: str, standin: str, script: Any, entries: Entries
 ) -> None:
-    first = ask(server, key, "I would like a refund for my broken card reader")
+    first = ask_and_store(server, key, entries, "I would like a refund for my broken card reader")
     assert (first["mvm"]["cache"], first["mvm"]["tier"]) == ("miss", "api")
-    stored()
     again = ask(server, key, "I would like a refund for my broken card reader, thanks")
     assert (again["mvm"]["cache"], again["mvm"]["tier"]) == ("semantic", "api")
 
     # Asked of the big model by name, then by "auto" (routed to local): the api answer serves,
     # and the move up to its tier is recorded.
-    ask(server, key, "What is the daily limit on card payments abroad", model="big")
-    stored()
+    ask_and_store(
+        server, key, entries, "What is the daily limit on card payments abroad", model="big"
+    )
     routed_low = ask(server, key, "what is the daily limit on card payments abroad?")
     mvm = routed_low["mvm"]
     assert (mvm["cache"], mvm["model"], mvm["tier"]) == ("semantic", "big", "api")
@@ -155,27 +183,28 @@ def test_an_escalated_question_is_answered_again_from_the_tier_it_needed(
 
 
 def test_never_from_a_tier_below_what_the_turn_needs(
-    server: Server, key: str, standin: str, script: Any
+    server: Server, key: str, standin: str, script: Any, entries: Entries
 ) -> None:
     # Answered by the local model by name ...
-    low = ask(server, key, "Can I get a refund on the monthly account fee", model="small")
+    low = ask_and_store(
+        server, key, entries, "Can I get a refund on the monthly account fee", model="small"
+    )
     assert (low["mvm"]["cache"], low["mvm"]["tier"]) == ("miss", "local")
-    stored()
     # ... then the same question under auto is floored to api: the local answer may not serve.
     routed = ask(server, key, "can I get a refund on the monthly account fee?")
     assert (routed["mvm"]["cache"], routed["mvm"]["tier"]) == ("miss", "api")
     # A request naming a model gets only that model's answers.
-    ask(server, key, "How long does a bank transfer to Germany take", model="small")
-    stored()
+    ask_and_store(
+        server, key, entries, "How long does a bank transfer to Germany take", model="small"
+    )
     named = ask(server, key, "how long does a bank transfer to Germany take?", model="big")
     assert (named["mvm"]["cache"], named["mvm"]["model"]) == ("miss", "big")
 
 
 def test_per_tenant_and_bypassed_by_no_cache(
-    server: Server, key: str, standin: str, script: Any
+    server: Server, key: str, standin: str, script: Any, entries: Entries
 ) -> None:
-    ask(server, key, "Why was my contactless payment declined at the shop")
-    stored()
+    ask_and_store(server, key, entries, "Why was my contactless payment declined at the shop")
     paraphrase = "why was my contactless payment declined at the shop today"
     assert ask(server, server.key("globex"), paraphrase)["mvm"]["cache"] == "miss"
     bypass = ask(server, key, paraphrase, **{"Cache-Control": "no-cache"})
