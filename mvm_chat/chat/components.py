@@ -6,8 +6,10 @@ A component that raises is logged with its plugin's name, counted (``/metrics`` 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -155,22 +157,51 @@ class Components:
 
     async def call(self, component: Component, method: str, *args: Any) -> Any:
         """``component.obj.method(*args)``, awaited if need be; None if it raises."""
-        try:
-            outcome = getattr(component.obj, method)(*args)
+        [outcome] = await self.call_all([component], method, *args)
+        return outcome
+
+    async def call_all(self, components: list[Component], method: str, *args: Any) -> list[Any]:
+        """:meth:`call` on each of ``components``, in order; the awaitables they return are
+        awaited together (a task each only when there is more than one to wait for)."""
+        outcomes: list[Any] = []
+        waiting: list[int] = []
+        for component in components:
+            try:
+                outcome = getattr(component.obj, method)(*args)
+            except Exception as exc:
+                self._failed(component, method, exc)
+                outcome = None
             if inspect.isawaitable(outcome):
-                outcome = await outcome
-            return outcome
-        except Exception as exc:
-            self.errors[component.plugin] += 1
-            self.metrics.plugin_errors.labels(component.plugin).inc()
-            log.error(
-                "plugin.error",
-                plugin=component.plugin,
-                component=component.name,
-                method=method,
-                error=f"{type(exc).__name__}: {exc}",
+                waiting.append(len(outcomes))
+            outcomes.append(outcome)
+        if len(waiting) == 1:
+            [i] = waiting
+            outcomes[i] = await self._awaited(components[i], method, outcomes[i])
+        elif waiting:
+            done = await asyncio.gather(
+                *(self._awaited(components[i], method, outcomes[i]) for i in waiting)
             )
+            for i, outcome in zip(waiting, done, strict=True):
+                outcomes[i] = outcome
+        return outcomes
+
+    async def _awaited(self, component: Component, method: str, outcome: Awaitable[Any]) -> Any:
+        try:
+            return await outcome
+        except Exception as exc:
+            self._failed(component, method, exc)
             return None
+
+    def _failed(self, component: Component, method: str, exc: Exception) -> None:
+        self.errors[component.plugin] += 1
+        self.metrics.plugin_errors.labels(component.plugin).inc()
+        log.error(
+            "plugin.error",
+            plugin=component.plugin,
+            component=component.name,
+            method=method,
+            error=f"{type(exc).__name__}: {exc}",
+        )
 
 
 async def fire(services: Services, hook_name: str, **kwargs: Any) -> None:

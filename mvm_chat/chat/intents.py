@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from mvm_chat.chat.components import Component, Components
 from mvm_chat.types import IntentPrediction, Turn
 
@@ -19,7 +17,7 @@ async def classify(components: Components, turn: Turn, order: list[str]) -> Inte
     """The most confident prediction; a tie goes to the classifier listed first in ``order``
     (then to registration order). A classifier that raises or returns garbage is skipped."""
     classifiers = components.of("intent_classifier")
-    results = await asyncio.gather(*(components.call(c, "classify", turn) for c in classifiers))
+    results = await components.call_all(classifiers, "classify", turn)
     best: tuple[float, int, int] | None = None
     winner: IntentPrediction | None = None
     for position, (component, prediction) in enumerate(zip(classifiers, results, strict=True)):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from mvm_chat.chat.components import Components
 from mvm_chat.engines.base import ChatMessage
 from mvm_chat.settings import RetrievalSettings
@@ -17,9 +15,7 @@ async def retrieve(
     retrievers = components.of("retriever")
     if not retrievers or settings.limit <= 0:
         return []
-    results = await asyncio.gather(
-        *(components.call(r, "retrieve", turn, settings.limit) for r in retrievers)
-    )
+    results = await components.call_all(retrievers, "retrieve", turn, settings.limit)
     passages = [
         p
         for found in results

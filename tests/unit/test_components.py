@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from mvm_chat import Escalation, IntentPrediction, Passage, Turn
@@ -205,3 +208,49 @@ async def test_llm_zero_shot_classifier_answers_with_a_configured_label() -> Non
     assert prediction.source == "llm"
     assert 0 < prediction.confidence <= 1
     await component.obj.engine.close()
+
+
+class Echo:
+    """Answers ``classify`` with its label; asynchronously when it waits for or sets an event."""
+
+    def __init__(
+        self,
+        label: str,
+        waits: asyncio.Event | None = None,
+        sets: asyncio.Event | None = None,
+        fails: bool = False,
+    ) -> None:
+        self.label, self.waits, self.sets, self.fails = label, waits, sets, fails
+
+    def classify(self, turn: Turn) -> Any:
+        if self.waits is None and self.sets is None:
+            return self.label
+
+        async def later() -> str:
+            if self.waits is not None:
+                await asyncio.wait_for(self.waits.wait(), 30)
+            if self.sets is not None:
+                self.sets.set()
+            if self.fails:
+                raise RuntimeError("late failure")
+            return self.label
+
+        return later()
+
+
+async def test_call_all_keeps_order_isolates_failures_and_awaits_together() -> None:
+    # the first waits for the last: awaited one after the other, they would time out
+    event = asyncio.Event()
+    items = [
+        Component("p1", "intent_classifier", Echo("first", waits=event)),
+        Component("p2", "intent_classifier", Echo("sync")),
+        Component("p3", "intent_classifier", Echo("late", sets=asyncio.Event(), fails=True)),
+        Component("p4", "intent_classifier", Raising()),
+        Component("p5", "intent_classifier", Echo("last", sets=event)),
+    ]
+    components = _components(*items)
+    outcomes = await components.call_all(items, "classify", _turn("?"))
+    assert outcomes == ["first", "sync", None, None, "last"]
+    assert (components.errors["p3"], components.errors["p4"]) == (1, 1)
+    assert await components.call_all(items[1:2], "classify", _turn("?")) == ["sync"]
+    assert await components.call(items[0], "classify", _turn("?")) == "first"
