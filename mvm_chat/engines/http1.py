@@ -192,11 +192,14 @@ class Http1Pool:
             b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n"
             % ((self.path + path).encode(), self._head, len(body))
         ) + body
-        try:
-            async with asyncio.timeout(self.read_timeout_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no connection to the upstream became free") from None
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(self.read_timeout_s):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no connection to the upstream became free") from None
+        else:
+            await self._slots.acquire()  # a slot is free: taken at once, no timer needed
         try:
             return await self._send(request)
         except BaseException:
@@ -219,24 +222,15 @@ class Http1Pool:
 
     async def _exchange(self, conn: _Connection, request: bytes) -> Response:
         reader = conn.reader
+        status_line = b""  # until it has arrived, a closed connection is only stale
         try:
             conn.writer.write(request)
-            async with asyncio.timeout(self.read_timeout_s):
+            async with asyncio.timeout(self.read_timeout_s):  # one timer for the whole head
                 status_line = await reader.readuntil(b"\r\n")
-        except TimeoutError:
-            conn.close()
-            raise httpx.ReadTimeout("timed out waiting for the response") from None
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            raise _Stale(str(exc)) from None
-        except OSError as exc:
-            conn.close()
-            raise httpx.ReadError(f"the request failed: {exc}") from None
-        try:
-            version, status, *_ = status_line.decode("latin-1").split(" ", 2)
-            if not version.startswith("HTTP/1."):
-                raise ValueError(version)
-            headers: dict[str, str] = {}
-            async with asyncio.timeout(self.read_timeout_s):
+                version, status, *_ = status_line.decode("latin-1").split(" ", 2)
+                if not version.startswith("HTTP/1."):
+                    raise ValueError(version)
+                headers: dict[str, str] = {}
                 while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
                     name, sep, value = line.decode("latin-1").partition(":")
                     if sep:
@@ -244,8 +238,19 @@ class Http1Pool:
             return Response(self, conn, int(status), headers)
         except TimeoutError:
             conn.close()
-            raise httpx.ReadTimeout("timed out reading the response headers") from None
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, OSError):
+            what = "reading the response headers" if status_line else "waiting for the response"
+            raise httpx.ReadTimeout(f"timed out {what}") from None
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if not status_line:
+                raise _Stale(str(exc)) from None
+            conn.close()
+            raise httpx.RemoteProtocolError("the server sent a malformed response") from None
+        except OSError as exc:
+            conn.close()
+            if not status_line:
+                raise httpx.ReadError(f"the request failed: {exc}") from None
+            raise httpx.RemoteProtocolError("the server sent a malformed response") from None
+        except (asyncio.LimitOverrunError, ValueError):
             conn.close()
             raise httpx.RemoteProtocolError("the server sent a malformed response") from None
 

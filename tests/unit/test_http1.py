@@ -122,3 +122,62 @@ def test_only_plain_http_without_a_proxy(monkeypatch: pytest.MonkeyPatch) -> Non
     assert not usable_for("https://api.example.com/v1")
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
     assert not usable_for("http://10.0.0.5:8000/v1")
+
+
+async def _raw_server(answer: bytes, then_close: bool) -> AsyncIterator[int]:
+    """A server that reads a request head, writes ``answer`` and then closes the connection
+    or keeps it open without another byte."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        if then_close:
+            writer.close()
+        else:
+            held.append(writer)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+        for writer in held:
+            writer.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "then_close", "error", "message"),
+    [
+        (b"", False, httpx.ReadTimeout, "waiting for the response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Le", False, httpx.ReadTimeout, "response headers"),
+        (b"HTTP/1.1 200 OK\r\nContent-Le", True, httpx.RemoteProtocolError, "malformed"),
+        (b"SMTP ready\r\n\r\n", False, httpx.RemoteProtocolError, "malformed"),
+        (b"", True, httpx.RemoteProtocolError, "closed the connection"),
+    ],
+    ids=["silent", "stalls-in-head", "closes-in-head", "not-http", "closes-at-once"],
+)
+async def test_a_broken_response_head_is_an_httpx_error(
+    answer: bytes, then_close: bool, error: type[Exception], message: str
+) -> None:
+    async for port in _raw_server(answer, then_close):
+        pool = Http1Pool(f"http://127.0.0.1:{port}/v1", {}, 2, 0.3)  # short on purpose
+        with pytest.raises(error, match=message):
+            await pool.post("chat/completions", b"{}")
+        await pool.aclose()
+
+
+async def test_a_request_waits_for_a_free_connection_then_gives_up(
+    monkeypatch: pytest.MonkeyPatch, chunked_server: tuple[int, list[int]]
+) -> None:
+    monkeypatch.setattr("mvm_chat.engines.http1.MAX_CONNECTIONS", 1)
+    port, _ = chunked_server
+    pool = Http1Pool(f"http://127.0.0.1:{port}/v1", {}, 2, 0.3)
+    held = await pool.post("chat/completions", b"{}")
+    with pytest.raises(httpx.PoolTimeout):
+        await pool.post("chat/completions", b"{}")
+    waiting = asyncio.ensure_future(_lines(pool))
+    await asyncio.sleep(0)
+    await held.aread()
+    await held.aclose()  # its slot goes to the request waiting for one
+    assert await waiting == ["data: one", "data: two", "data: [DONE]"]
+    await pool.aclose()
