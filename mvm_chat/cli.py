@@ -155,6 +155,7 @@ def serve(ctx: Context, host: str | None, port: int | None, workers: int) -> Non
         "ws_max_size": 1024 * 1024,
         "loop": "uvloop",
         "http": "httptools",
+        "server_header": False,  # no "server: uvicorn" on every response
     }
     if workers == 1:
         uvicorn.run(app, **options)

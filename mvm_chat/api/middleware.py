@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -12,6 +11,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from mvm_chat.api.errors import problem_for
 from mvm_chat.metrics import Metrics
+from mvm_chat.store.models import new_id
 
 log = structlog.get_logger("mvm_chat.request")
 
@@ -31,7 +31,7 @@ class RequestContextMiddleware:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex
+        request_id = new_id()
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)

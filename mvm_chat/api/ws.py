@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from contextlib import aclosing, suppress
 from typing import Annotated, Any
 
@@ -23,6 +22,7 @@ from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import TurnRequest
 from mvm_chat.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from mvm_chat.store.conversations import get_conversation
+from mvm_chat.store.models import new_id
 
 log = structlog.get_logger(__name__)
 MAX_FRAME_CHARS = 200_000
@@ -59,7 +59,7 @@ def _turn_request(socket: WebSocket[Any, Any, Any], conversation_id: str, raw: s
     return TurnRequest(
         principal=principal_of(socket),
         text=content,
-        request_id=uuid.uuid4().hex,
+        request_id=new_id(),
         conversation_id=conversation_id,
         model=model,
         max_tokens=max_tokens,

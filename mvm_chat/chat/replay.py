@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from contextlib import aclosing
@@ -33,6 +32,7 @@ from mvm_chat.plugins import PluginSet
 from mvm_chat.settings import ModelSettings, Settings
 from mvm_chat.store.db import upgrade
 from mvm_chat.store.keys import authenticate, create_key
+from mvm_chat.store.models import new_id
 from mvm_chat.types import Turn
 
 
@@ -105,7 +105,7 @@ async def replay_routing(
     settings = services.settings
     report = ReplayReport(default_tier=settings.routing.default_tier)
     for text in texts:
-        turn = Turn(text=text, conversation_id=uuid.uuid4().hex, tenant="replay")
+        turn = Turn(text=text, conversation_id=new_id(), tenant="replay")
         turn.intent = await classify(components, turn, settings.intents.order)
         label = turn.intent.label if turn.intent else None
         usage = Usage(estimate_tokens([ChatMessage("user", text)]), completion_tokens)
@@ -155,7 +155,7 @@ async def replay_generation(
             report = ReplayReport(generated=True, default_tier=settings.routing.default_tier)
             for text in texts:
                 request = TurnRequest(
-                    principal=principal, text=text, request_id=uuid.uuid4().hex, use_cache=False
+                    principal=principal, text=text, request_id=new_id(), use_cache=False
                 )
                 prepared = await prepare_turn(services, request)
                 result: TurnResult | None = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +20,7 @@ from typing import Any
 from mvm_chat.engines.base import Usage
 from mvm_chat.ledger.ledger import CallRecord, price
 from mvm_chat.settings import ModelSettings, RoutingSettings, Settings, TierSettings
+from mvm_chat.store.models import new_id
 
 _WORDS = (
     "activate_my_card age_limit apple_pay_or_google_pay atm_support automatic_top_up "
@@ -152,10 +152,10 @@ class Traffic:
         # About 1.15 rows per request: draw request times for that many, sorted.
         moments = sorted(self.rng.random() * span for _ in range(int(count / 1.1) + 16))
         produced = 0
-        conversation = uuid.uuid4().hex
+        conversation = new_id()
         for offset in moments:
             if self.rng.random() < 0.35:
-                conversation = uuid.uuid4().hex
+                conversation = new_id()
             for row in self._request(start + timedelta(seconds=offset), conversation):
                 yield row
                 produced += 1
@@ -177,7 +177,7 @@ class Traffic:
         tenant = rng.choices(self.tenant_ids, self.tenant_weights)[0]
         intent = None if rng.random() < NO_INTENT else rng.choices(INTENTS, self.intent_weights)[0]
         rung = rng.choices(range(len(self.start_mix)), self.start_mix)[0]
-        request_id = uuid.uuid4().hex
+        request_id = new_id()
         prompt = 120 + round(rng.lognormvariate(math.log(300), 0.6))
         completion = 10 + round(rng.lognormvariate(math.log(80), 0.7))
         rows: list[tuple[Any, ...]] = []
@@ -255,7 +255,7 @@ class Traffic:
         )
         cost, baseline = price(self.settings, call)
         ttft = None if status == "error" else max(1, latency // 5)
-        message = uuid.uuid4().hex if status == "ok" else None
+        message = new_id() if status == "ok" else None
         return (
             request_id, attempt, tenant, None, conversation, message, model.name, model.engine,
             model.tier, intent, prompt, completion, latency, ttft, cache, status, cost, baseline,
