@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+MAX_SERIES = 10_000
+"""Labelled series :meth:`Metrics.series` keeps at hand; past that it looks each one up."""
 
 
 class Metrics:
     """Counters and histograms for requests, turns, tokens, cost, cache and plugins."""
 
     def __init__(self) -> None:
+        self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -53,11 +57,22 @@ class Metrics:
         cost_usd: Decimal,
         baseline_usd: Decimal,
     ) -> None:
-        self.turns.labels(model, tier).inc()
-        self.tokens.labels(model, tier, "prompt").inc(prompt_tokens)
-        self.tokens.labels(model, tier, "completion").inc(completion_tokens)
-        self.cost.labels(model, tier).inc(float(cost_usd))
+        self.series(self.turns, model, tier).inc()
+        self.series(self.tokens, model, tier, "prompt").inc(prompt_tokens)
+        self.series(self.tokens, model, tier, "completion").inc(completion_tokens)
+        self.series(self.cost, model, tier).inc(float(cost_usd))
         self.baseline_cost.inc(float(baseline_usd))
+
+    def series(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label values (prometheus_client's
+        own lookup takes a lock and validates the values on every call)."""
+        key = (id(metric), labels)
+        found = self._series.get(key)
+        if found is None:
+            found = metric.labels(*labels)
+            if len(self._series) < MAX_SERIES:  # some label values come from clients
+                self._series[key] = found
+        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,8 +14,6 @@ from mvm_chat.metrics import Metrics
 from mvm_chat.store.models import new_id
 
 log = structlog.get_logger("mvm_chat.request")
-MAX_SERIES = 1000
-"""Metric series the middleware keeps at hand (those of the routes actually used)."""
 
 
 def _route(scope: Scope) -> str:
@@ -28,20 +26,6 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        # (route template, method, status) -> its request counter and latency histogram
-        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-    def _observe(self, route: str, method: str, status: int, elapsed: float) -> None:
-        series = self._series.get((route, method, status))
-        if series is None:
-            series = (
-                self.metrics.requests.labels(route, method, str(status)),
-                self.metrics.latency.labels(route, method),
-            )
-            if len(self._series) < MAX_SERIES:  # clients choose the method: stay bounded
-                self._series[route, method, status] = series
-        series[0].inc()
-        series[1].observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -74,7 +58,8 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = _route(scope)
             method = scope.get("method", "")
-            self._observe(route, method, status, elapsed)
+            self.metrics.series(self.metrics.requests, route, method, str(status)).inc()
+            self.metrics.series(self.metrics.latency, route, method).observe(elapsed)
             user = scope.get("user")
             log.info(
                 "request",

@@ -100,7 +100,7 @@ async def generate(
         attempt.cache = "hit" if cached else "miss"
     else:
         attempt.cache = "bypass"
-    services.metrics.cache.labels(attempt.cache).inc()
+    services.metrics.series(services.metrics.cache, attempt.cache).inc()
     if cached is not None:
         delta = TokenDelta(cached.text, cached.usage.completion_tokens)
         attempt.add(delta)
