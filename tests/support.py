@@ -27,6 +27,16 @@ path = "builtin:smollm2-135m"
 max_tokens = 48
 temperature = 0.0
 """
+REDIS_UP_TIMEOUT_S = 30.0
+"""``redis.timeout_s`` for tests whose Redis is up and must answer. The default (0.25 s) is
+short on purpose: a call past it fails open (a cache miss, a count of this process's own) and
+leaves Redis alone for ``COOLDOWN_S``, which a stall on a busy machine would turn into a wrong
+result."""
+
+
+def redis_toml(url: str, prefix: str) -> str:
+    """A ``[redis]`` table for a Redis that is up (see :data:`REDIS_UP_TIMEOUT_S`)."""
+    return f'\n[redis]\nurl = "{url}"\nkey_prefix = "{prefix}"\ntimeout_s = {REDIS_UP_TIMEOUT_S}\n'
 
 
 def unavailable(reason: str) -> None:

@@ -23,7 +23,7 @@ import redis
 from sqlalchemy import text
 
 from mvm_chat.store.db import Database
-from tests.support import LlamaCppServer, Server, mvm
+from tests.support import LlamaCppServer, Server, mvm, redis_toml
 
 HOOK_PLUGIN = """
 import json
@@ -330,7 +330,7 @@ def pg_setup(
 ) -> Iterator[tuple[list[Server], Path]]:
     folder = tmp_path_factory.mktemp("budgets-pg")
     hooks = folder / "hooks.jsonl"
-    config = _config(upstream) + f'\n[redis]\nurl = "{redis_url}"\nkey_prefix = "{redis_prefix}"\n'
+    config = _config(upstream) + redis_toml(redis_url, redis_prefix)
     env = {"MVM_CHAT_DATABASE_URL": pg_url}
     first = _server(folder / "one", config, hooks, env)
     mvm(first.workdir, "db", "upgrade", env=first.env)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import MODEL_TOML, LlamaCppServer, Server, mvm, query_db
+from tests.support import MODEL_TOML, REDIS_UP_TIMEOUT_S, LlamaCppServer, Server, mvm, query_db
 
 pytestmark = pytest.mark.postgres
 GROUPS = ("day", "model", "tier", "tenant", "intent")
@@ -47,6 +47,7 @@ refund_request = "api"
 
 [redis]
 key_prefix = "{redis_prefix}books:"
+timeout_s = {REDIS_UP_TIMEOUT_S}
 
 [plugins.keyword_intents.rules]
 refund_request = ["\\\\brefund"]

@@ -29,14 +29,14 @@ from mvm_chat.settings import Settings
 from mvm_chat.store.db import Database
 from mvm_chat.store.models import Conversation
 from tests.conftest import _pg_exec
-from tests.support import MODEL_TOML, Server, mvm
+from tests.support import MODEL_TOML, REDIS_UP_TIMEOUT_S, Server, mvm, redis_toml
 
 Redis = tuple[str, str]
 """A Redis URL and key prefix."""
 
 
 def _redis_config(redis: Redis) -> str:
-    return MODEL_TOML + f'\n[redis]\nurl = "{redis[0]}"\nkey_prefix = "{redis[1]}"\n'
+    return MODEL_TOML + redis_toml(*redis)
 
 
 def _sqlite_url(server: Server) -> str:
@@ -47,7 +47,7 @@ def _open(db_url: str, conversation_id: str, redis: Redis | None = None) -> str:
     """Hand the conversation off (with one relayed user message); returns the handoff id."""
 
     async def run() -> str:
-        pubsub = create_pubsub(*redis) if redis else create_pubsub("")
+        pubsub = create_pubsub(*redis, REDIS_UP_TIMEOUT_S) if redis else create_pubsub("")
         services = Services(
             settings=Settings(),
             db=Database(db_url),

@@ -87,7 +87,9 @@ def test_a_retry_while_the_first_runs_is_409(api: httpx.Client, sqlite_server: S
     conversation_id = api.post("/v1/conversations", json={}).json()["id"]
     headers = _key()
     url = f"/v1/conversations/{conversation_id}/messages"
-    body = {"content": "Tell me a long story about banks.", "stream": True}
+    # long enough that the retry, sent at the first frame, comes while it still runs (at the
+    # model's 48 tokens it could end first on a busy machine, and the retry would replay it)
+    body = {"content": "Tell me a long story about banks.", "stream": True, "max_tokens": 200}
     first_frame = threading.Event()
     frames: list[dict[str, object]] = []
 

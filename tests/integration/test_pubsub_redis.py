@@ -13,12 +13,12 @@ import pytest
 import redis
 
 from mvm_chat.cache.pubsub import RedisPubSub, Subscription
-from tests.support import free_port, unavailable
+from tests.support import REDIS_UP_TIMEOUT_S, free_port, unavailable
 
 pytestmark = pytest.mark.redis
 
 
-async def _next(messages: Subscription, timeout_s: float = 2.0) -> dict[str, Any]:
+async def _next(messages: Subscription, timeout_s: float = 30.0) -> dict[str, Any]:
     return await asyncio.wait_for(anext(messages), timeout_s)
 
 
@@ -28,7 +28,7 @@ def _subscribers(url: str, channel: str) -> int:
 
 
 async def test_a_message_reaches_the_other_backend_once(redis_url: str, redis_prefix: str) -> None:
-    a, b = RedisPubSub(redis_url, redis_prefix), RedisPubSub(redis_url, redis_prefix)
+    a, b = (RedisPubSub(redis_url, redis_prefix, REDIS_UP_TIMEOUT_S) for _ in range(2))
     try:
         async with a.subscribe("conv:x") as on_a, a.subscribe("conv:x") as again_on_a:
             # one Redis subscription per process and channel, under the key prefix
@@ -84,7 +84,7 @@ async def test_subscribers_recover_when_redis_comes_back(
     private_redis: tuple[str, Any],
 ) -> None:
     url, (start, stop) = private_redis
-    a, b = RedisPubSub(url, "t:"), RedisPubSub(url, "t:")
+    a, b = (RedisPubSub(url, "t:", REDIS_UP_TIMEOUT_S) for _ in range(2))
     try:
         async with a.subscribe("conv:y") as on_a:
             await b.publish("conv:y", {"n": 1})

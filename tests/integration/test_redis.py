@@ -14,11 +14,11 @@ from redis.exceptions import RedisError
 
 from mvm_chat.cache import RedisCache
 from mvm_chat.cache.redis_client import MAX_CONNECTIONS, redis_client
-from tests.support import MODEL_TOML, Server, free_port
+from tests.support import MODEL_TOML, REDIS_UP_TIMEOUT_S, Server, free_port, redis_toml
 
 
 async def test_get_set_with_prefix_and_ttl(redis_url: str, redis_prefix: str) -> None:
-    cache = RedisCache(redis_url, prefix=redis_prefix)
+    cache = RedisCache(redis_url, prefix=redis_prefix, timeout_s=REDIS_UP_TIMEOUT_S)
     await cache.ping()
     assert await cache.get("k") is None
     await cache.set("k", b"value", ttl_s=30)
@@ -33,7 +33,7 @@ async def test_a_burst_of_commands_keeps_a_bounded_pool(redis_url: str) -> None:
     """redis-py never closes idle pooled connections: the pool's bound is what keeps a burst
     from leaving open connections (and file descriptors) behind for good."""
     name = f"mvm-pool-{uuid.uuid4().hex[:8]}"
-    client = redis_client(redis_url, 2.0, client_name=name)
+    client = redis_client(redis_url, REDIS_UP_TIMEOUT_S, client_name=name)
     assert await asyncio.gather(*(client.get("nothing") for _ in range(4 * MAX_CONNECTIONS))) == [
         None
     ] * (4 * MAX_CONNECTIONS)
@@ -87,7 +87,7 @@ async def test_a_frozen_redis_is_left_alone_while_the_breaker_is_open() -> None:
 def redis_server(
     redis_url: str, redis_prefix: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    config = MODEL_TOML + f'\n[redis]\nurl = "{redis_url}"\nkey_prefix = "{redis_prefix}"\n'
+    config = MODEL_TOML + redis_toml(redis_url, redis_prefix)
     server = Server(tmp_path_factory.mktemp("redis-server"), config).start()
     yield server
     server.stop()

@@ -20,7 +20,7 @@ from mvm_chat.cache.backends import MemoryCache, RedisCache
 from mvm_chat.cache.semantic import SemanticCache, SemanticEntry, namespace
 from mvm_chat.engines.base import ChatMessage
 from tests.integration.conftest import seen, standin_model
-from tests.support import Server, query_db
+from tests.support import REDIS_UP_TIMEOUT_S, Server, query_db
 
 # A real embedder, small and deterministic: hashed bag of words (paraphrases that share most
 # words are close; other questions are not).
@@ -62,6 +62,7 @@ def server(
 [redis]
 url = "{redis_url}"
 key_prefix = "{redis_prefix}semantic:"
+timeout_s = {REDIS_UP_TIMEOUT_S}
 
 [chat]
 semantic_cache = "words"
@@ -221,7 +222,8 @@ async def test_entries_are_shared_through_redis(redis_url: str, redis_prefix: st
         def embed(self, texts: Any) -> list[list[float]]:
             return [[1.0, 0.0, 0.0] if "card" in t else [0.0, 1.0, 0.0] for t in texts]
 
-    backends = [RedisCache(redis_url, f"{redis_prefix}shared:") for _ in range(2)]
+    prefix = f"{redis_prefix}shared:"
+    backends = [RedisCache(redis_url, prefix, REDIS_UP_TIMEOUT_S) for _ in range(2)]
     one, two = (SemanticCache(b, Fixed(), 0.9, ttl_s=60, max_entries=2) for b in backends)
     key = namespace("acme", [ChatMessage("system", "Be brief.")], None, None)
     card, other = await one.embed("my card"), await one.embed("the weather")

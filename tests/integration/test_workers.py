@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import MODEL_TOML, free_port, mvm, wait_http
+from tests.support import MODEL_TOML, free_port, mvm, redis_toml, wait_http
 
 
 def _workers_of(pid: int) -> list[int]:
@@ -30,7 +30,7 @@ def two_workers(
     pg_url: str, redis_url: str, redis_prefix: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str, int]]:
     workdir = tmp_path_factory.mktemp("workers")
-    config = MODEL_TOML + f'\n[redis]\nurl = "{redis_url}"\nkey_prefix = "{redis_prefix}w:"\n'
+    config = MODEL_TOML + redis_toml(redis_url, f"{redis_prefix}w:")
     (workdir / "mvm_chat.toml").write_text(config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MVM_CHAT_")}
     env["MVM_CHAT_DATABASE_URL"] = pg_url

@@ -20,7 +20,7 @@ from mvm_chat.ledger.pricing import max_call_cost
 from mvm_chat.settings import ModelSettings, RedisSettings, Settings, TierSettings
 from mvm_chat.store.db import Database, upgrade
 from mvm_chat.store.models import Budget, LedgerEntry, Tenant, new_id
-from tests.support import free_port
+from tests.support import REDIS_UP_TIMEOUT_S, free_port
 
 API = ModelSettings(
     name="frontier",
@@ -191,7 +191,8 @@ async def test_concurrent_reservations_on_postgres(pg_db: Database) -> None:
 async def test_concurrent_reservations_on_redis(
     sqlite_db: Database, redis_url: str, redis_prefix: str
 ) -> None:
-    budgets = Budgets(sqlite_db, RedisSettings(url=redis_url, key_prefix=redis_prefix))
+    up = RedisSettings(url=redis_url, key_prefix=redis_prefix, timeout_s=REDIS_UP_TIMEOUT_S)
+    budgets = Budgets(sqlite_db, up)
     try:
         await _check_concurrency(budgets, sqlite_db)
     finally:
@@ -201,7 +202,8 @@ async def test_concurrent_reservations_on_redis(
 async def test_redis_counter_starts_from_the_database(
     sqlite_db: Database, redis_url: str, redis_prefix: str
 ) -> None:
-    budgets = Budgets(sqlite_db, RedisSettings(url=redis_url, key_prefix=redis_prefix))
+    up = RedisSettings(url=redis_url, key_prefix=redis_prefix, timeout_s=REDIS_UP_TIMEOUT_S)
+    budgets = Budgets(sqlite_db, up)
     try:
         budget = await _tenant(sqlite_db, "1.00", include=True)
         await _ledger(sqlite_db, budget.tenant_id, "sglang", "0.4")

@@ -11,6 +11,11 @@ import pytest
 from mvm_chat.engines.http1 import Http1Pool, usable_for
 
 SSE = b"data: one\n\ndata: two\n\ndata: [DONE]\n\n"
+TIMES_OUT_S = 0.3
+"""The read timeout where a test wants it to fire."""
+GENEROUS_S = 30.0
+"""The read timeout elsewhere: one that fired early on a slow machine would turn an answer, or a
+protocol error, into a timeout."""
 
 
 def _chunked(body: bytes) -> bytes:
@@ -159,8 +164,9 @@ async def _raw_server(answer: bytes, then_close: bool) -> AsyncIterator[int]:
 async def test_a_broken_response_head_is_an_httpx_error(
     answer: bytes, then_close: bool, error: type[Exception], message: str
 ) -> None:
+    read_timeout_s = TIMES_OUT_S if error is httpx.ReadTimeout else GENEROUS_S
     async for port in _raw_server(answer, then_close):
-        pool = Http1Pool(f"http://127.0.0.1:{port}/v1", {}, 2, 0.3)  # short on purpose
+        pool = Http1Pool(f"http://127.0.0.1:{port}/v1", {}, 2, read_timeout_s)
         with pytest.raises(error, match=message):
             await pool.post("chat/completions", b"{}")
         await pool.aclose()
@@ -171,10 +177,12 @@ async def test_a_request_waits_for_a_free_connection_then_gives_up(
 ) -> None:
     monkeypatch.setattr("mvm_chat.engines.http1.MAX_CONNECTIONS", 1)
     port, _ = chunked_server
-    pool = Http1Pool(f"http://127.0.0.1:{port}/v1", {}, 2, 0.3)
+    pool = Http1Pool(f"http://127.0.0.1:{port}/v1", {}, 2, GENEROUS_S)
     held = await pool.post("chat/completions", b"{}")
+    pool.read_timeout_s = TIMES_OUT_S  # for the wait that must give up
     with pytest.raises(httpx.PoolTimeout):
         await pool.post("chat/completions", b"{}")
+    pool.read_timeout_s = GENEROUS_S  # the next one gets the slot
     waiting = asyncio.ensure_future(_lines(pool))
     await asyncio.sleep(0)
     await held.aread()

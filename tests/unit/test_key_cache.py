@@ -4,9 +4,12 @@ once while key changes are heard, and a change by any means (plain SQL included)
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import text
 
@@ -17,11 +20,31 @@ from mvm_chat.store.keys import Principal, create_key
 
 
 async def _until(condition: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if condition():
-            return
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in 30 s"
         await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in 5 s")
+
+
+async def _next_heartbeat(cache: KeyCache) -> None:
+    """Wait until the listener hears its next heartbeat (or a new listener starts)."""
+    heard = cache._heard_at
+    await _until(lambda: cache._heard_at > heard)
+
+
+async def _between_heartbeats(cache: KeyCache, statement: str) -> Any:
+    """Run ``statement`` on the listener's connection just after a heartbeat; returns that
+    connection. Should the next heartbeat start first (a slow machine), the connection refuses
+    a second operation: then it is tried after the one after."""
+    for _ in range(10):
+        await _next_heartbeat(cache)
+        listener = cache._listener
+        try:
+            await listener.execute(statement)
+            return listener
+        except asyncpg.InterfaceError:  # another operation is in progress
+            continue
+    raise AssertionError(f"no time between heartbeats for {statement!r}")
 
 
 @pytest.fixture
@@ -158,11 +181,11 @@ async def test_heartbeats_keep_the_cache_in_use(
 ) -> None:
     monkeypatch.setattr(key_cache, "HEARTBEAT_S", 0.05)
     monkeypatch.setattr(key_cache, "STALE_S", 0.5)
+    await _next_heartbeat(cache)  # a heartbeat came back
     heard = cache._heard_at
-    await _until(lambda: cache._heard_at > heard)  # a heartbeat came back
-    heard = cache._heard_at
-    await _until(lambda: cache._heard_at > heard)
-    assert cache.listening
+    # and another, with the cache in use: checked together, as a slow machine may pause
+    # longer than STALE_S between the two checks
+    await _until(lambda: cache._heard_at > heard and cache.listening)
 
 
 async def test_a_listener_that_stops_hearing_leaves_the_cache_unused(
@@ -172,11 +195,8 @@ async def test_a_listener_that_stops_hearing_leaves_the_cache_unused(
     assert await cache.principal(key) is not None
     monkeypatch.setattr(key_cache, "HEARTBEAT_S", 0.3)
     monkeypatch.setattr(key_cache, "STALE_S", 0.6)
-    listener = cache._listener
-    heard = cache._heard_at
-    await _until(lambda: cache._heard_at > heard)  # just after a heartbeat: the connection is free
     # deaf but connected, as behind a pooler that drops notifications: nothing is heard now
-    await listener.execute("UNLISTEN *")
+    listener = await _between_heartbeats(cache, "UNLISTEN *")
     await _sql(db, "UPDATE api_keys SET revoked_at = now()")
     await _until(lambda: not cache.listening)  # its heartbeat did not come back
     assert await cache.principal(key) is None

@@ -18,7 +18,7 @@ from mvm_chat.settings import (
     TierSettings,
     validate,
 )
-from tests.support import free_port
+from tests.support import REDIS_UP_TIMEOUT_S, free_port
 
 
 class Clock:
@@ -40,9 +40,14 @@ async def test_a_window_of_requests_then_retry_after_its_end() -> None:
     assert await RateLimiter(0).hit("k") is None  # 0: no limit
 
 
+def _redis_limiter(per_minute: int, url: str, prefix: str) -> RateLimiter:
+    """A limiter on a Redis that is up, in a minute that does not turn while the test runs."""
+    return RateLimiter(per_minute, url, prefix, REDIS_UP_TIMEOUT_S, clock=Clock(6000.0))
+
+
 async def test_redis_counts_for_every_process(redis_url: str, redis_prefix: str) -> None:
-    one = RateLimiter(4, redis_url, redis_prefix)
-    two = RateLimiter(4, redis_url, redis_prefix)
+    one = _redis_limiter(4, redis_url, redis_prefix)
+    two = _redis_limiter(4, redis_url, redis_prefix)
     try:
         results = [await (one if i % 2 else two).hit("shared-key") for i in range(6)]
         assert results[:4] == [None] * 4 and all(r is not None for r in results[4:])
@@ -53,14 +58,15 @@ async def test_redis_counts_for_every_process(redis_url: str, redis_prefix: str)
 
 
 async def test_without_redis_each_process_still_limits(redis_url: str, redis_prefix: str) -> None:
-    dead = RateLimiter(2, f"redis://127.0.0.1:{free_port()}/0", redis_prefix, timeout_s=0.2)
+    dead_url = f"redis://127.0.0.1:{free_port()}/0"
+    dead = RateLimiter(2, dead_url, redis_prefix, timeout_s=0.2, clock=Clock(6000.0))
     try:
         assert [await dead.hit("k") for _ in range(2)] == [None, None]
         assert await dead.hit("k") is not None  # never no limit
         assert not dead.shared
     finally:
         await dead.close()
-    back = RateLimiter(2, redis_url, redis_prefix + "back:")
+    back = _redis_limiter(2, redis_url, redis_prefix + "back:")
     try:
         back.cooldown.trip()  # as just after a failure: counts locally
         assert not back.shared

@@ -19,10 +19,10 @@ async def test_local_fan_out_to_every_subscriber_of_the_channel() -> None:
         pubsub.subscribe("conv:b") as other,
     ):
         await pubsub.publish("conv:a", {"type": "agent_message", "n": 1})
-        received = await asyncio.wait_for(anext(first), 1)
+        received = await asyncio.wait_for(anext(first), 30)
         assert received == {"type": "agent_message", "n": 1}
         received["n"] = 2  # each subscriber has its own copy
-        assert await asyncio.wait_for(anext(second), 1) == {"type": "agent_message", "n": 1}
+        assert await asyncio.wait_for(anext(second), 30) == {"type": "agent_message", "n": 1}
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(anext(other), 0.05)
     await pubsub.publish("conv:a", {"after": "close"})  # no subscribers left: dropped
@@ -41,7 +41,7 @@ async def test_closing_a_subscription_ends_its_iteration() -> None:
     await pubsub.publish("conv:a", {"n": 1})
     await asyncio.sleep(0)
     await subscription.close()
-    assert await asyncio.wait_for(task, 1) == [{"n": 1}]
+    assert await asyncio.wait_for(task, 30) == [{"n": 1}]
 
 
 async def test_messages_must_be_json() -> None:
