@@ -50,9 +50,15 @@ from mvm_chat.web.pages import web_router
 log = structlog.get_logger(__name__)
 
 
-def provide_services(state: State) -> Services:
-    services: Services = state.services
-    return services
+def _provide(services: Services) -> Provide:
+    """The ``services`` dependency: the app's one instance, with nothing to read from the
+    request (Litestar would otherwise build and validate the provider's arguments on every
+    call)."""
+
+    def provide_services() -> Services:
+        return services
+
+    return Provide(provide_services, sync_to_thread=False, use_cache=True)
 
 
 async def check_migrated(db: Database) -> None:
@@ -146,7 +152,7 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
             web_router(),
             *extra,
         ],
-        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        dependencies={"services": _provide(services)},
         middleware=[
             DefineMiddleware(RequestContextMiddleware, metrics=services.metrics),
             *protection.before_auth(),
