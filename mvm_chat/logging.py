@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
+import msgspec
 import structlog
 
 from mvm_chat import redaction
@@ -36,13 +38,42 @@ def _scrub_secrets(_logger: Any, _name: str, line: Any) -> Any:
     return redaction.scrub(line) if isinstance(line, str) else line
 
 
+_JSON = msgspec.json.Encoder(enc_hook=repr)  # what JSON cannot hold is written as its repr
+
+
+def _render(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
+    """The event as one line of JSON (msgspec: a few times faster than ``json.dumps``, which
+    showed in profiles with a line or two per request)."""
+    return _JSON.encode(event).decode()
+
+
+class _Timestamp:
+    """``timestamp``: ISO 8601 in UTC with microseconds (``2026-11-30T19:44:36.963025Z``), the
+    date and time of day formatted once a second rather than for every line."""
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")
+
+    def __call__(
+        self, _logger: Any, _name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        now = time.time()
+        second, text = self._second
+        if int(now) != second:
+            second = int(now)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)  # one assignment: safe for threads that log
+        event["timestamp"] = f"{text}.{int((now - second) * 1_000_000):06d}Z"
+        return event
+
+
 def configure_logging(level: str = "info") -> None:
     """Write every log line (ours, uvicorn's, alembic's) as JSON to stderr at ``level``."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _Timestamp(),
         _redact,
     ]
     handler = logging.StreamHandler(sys.stderr)
@@ -52,7 +83,7 @@ def configure_logging(level: str = "info") -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(),
+                _render,
                 _scrub_secrets,
             ],
         )
@@ -67,7 +98,7 @@ def configure_logging(level: str = "info") -> None:
         processors=[
             *shared,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            _render,
             _scrub_secrets,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
