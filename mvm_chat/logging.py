@@ -20,22 +20,22 @@ _TOKEN_IN_TEXT = re.compile(r"(token=|Bearer\s+)[^\s&\"']+", re.IGNORECASE)
 
 def redact_text(text: str) -> str:
     """Hide keys carried in a URL query (``?token=``) or a bearer header."""
+    lowered = text.lower()
+    if "token=" not in lowered and "bearer" not in lowered:
+        return text  # the usual case, a tenth of the regular expression's time
     return _TOKEN_IN_TEXT.sub(r"\1[redacted]", text)
 
 
 def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in event.keys() & SECRET_KEYS:
         event[key] = "[redacted]"
-    for key, value in event.items():
-        if isinstance(value, str) and ("token=" in value or "Bearer" in value):
-            event[key] = redact_text(value)
     return event
 
 
 def _scrub_secrets(_logger: Any, _name: str, line: Any) -> Any:
-    """The configured secrets out of a rendered line (nested values and tracebacks too);
-    it runs after the JSON renderer, so ``line`` is the rendered string."""
-    return redaction.scrub(line) if isinstance(line, str) else line
+    """The rendered line without keys in a query or a bearer header, nor any configured
+    secret (nested values and tracebacks too): it runs after the JSON renderer."""
+    return redaction.scrub(redact_text(line)) if isinstance(line, str) else line
 
 
 _JSON = msgspec.json.Encoder(enc_hook=repr)  # what JSON cannot hold is written as its repr

@@ -26,6 +26,7 @@ structlog.get_logger("t").info(
     authorization="Bearer sk-secret",
     cost=Decimal("0.25"),
     thing=object(),
+    detail={"note": "retry with bearer sk-nested"},
 )
 structlog.get_logger("t").debug("not at info")
 logging.getLogger("uvicorn.error").warning("Started server process [%d]", 42)
@@ -45,6 +46,7 @@ def test_a_line_is_json_with_a_utc_timestamp_and_no_secret() -> None:
     assert (entry["event"], entry["level"], entry["request_id"]) == ("request", "info", "r1")
     assert entry["path"] == "/v1/x?token=[redacted]"
     assert entry["authorization"] == "[redacted]" and "sk-secret" not in text
+    assert entry["detail"] == {"note": "retry with bearer [redacted]"}  # nested, any case
     assert entry["cost"] == "0.25" and entry["thing"].startswith("<object object")
     for line in (entry, foreign):
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", line["timestamp"])
