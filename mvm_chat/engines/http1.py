@@ -24,6 +24,7 @@ MAX_IDLE = 256
 IDLE_EXPIRY_S = 4.0
 """Idle connections are dropped before common servers' keep-alive timeouts (uvicorn: 5 s)."""
 MAX_HEADER_BYTES = 64 * 1024
+READ_BYTES = 64 * 1024
 
 
 def usable_for(base_url: str) -> bool:
@@ -69,41 +70,69 @@ class Response:
             self._chunked or self._left >= 0
         )
         self._done = self._left == 0
+        self._buffer = bytearray()  # chunked: what has arrived and is not yet decoded
 
     async def _next(self) -> bytes:
-        """The next piece of the body; b"" at its end."""
+        """The next piece of the body (all of it that has arrived); b"" at its end."""
         if self._done:
             return b""
         if self._conn is None:
             raise httpx.StreamClosed()
-        reader, timeout = self._conn.reader, self._pool.read_timeout_s
         try:
-            async with asyncio.timeout(timeout):
-                if self._chunked:
-                    size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
-                    if size == 0:
-                        while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
-                            pass
-                        self._done = True
-                        return b""
-                    data = await reader.readexactly(size + 2)
-                    return data[:-2]
-                if self._left >= 0:
-                    data = await reader.read(min(self._left, 65536))
-                    if not data:
-                        raise httpx.RemoteProtocolError("the server closed the body early")
-                    self._left -= len(data)
-                    self._done = self._left == 0
-                    return data
-                data = await reader.read(65536)
-                self._done = not data
+            if self._chunked:
+                return await self._next_chunks()
+            if self._left >= 0:
+                data = await self._read(min(self._left, READ_BYTES))
+                if not data:
+                    raise httpx.RemoteProtocolError("the server closed the body early")
+                self._left -= len(data)
+                self._done = self._left == 0
                 return data
+            data = await self._read(READ_BYTES)
+            self._done = not data
+            return data
         except TimeoutError:
             raise httpx.ReadTimeout("timed out reading the response") from None
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+        except ValueError:
             raise httpx.RemoteProtocolError("the server sent a malformed body") from None
         except OSError as exc:
             raise httpx.ReadError(f"reading the response failed: {exc}") from None
+
+    async def _read(self, limit: int) -> bytes:
+        if self._conn is None:
+            raise httpx.StreamClosed()
+        async with asyncio.timeout(self._pool.read_timeout_s):
+            return await self._conn.reader.read(limit)
+
+    async def _next_chunks(self) -> bytes:
+        # Every complete chunk that has arrived, decoded at once: a short answer's chunks come
+        # in one read, which then costs one timer and one wake-up rather than one per chunk.
+        body = bytearray()
+        buffer = self._buffer
+        while True:
+            while (end := buffer.find(b"\r\n")) >= 0:
+                size = int(bytes(buffer[:end]).split(b";", 1)[0], 16)
+                if size == 0:
+                    trailers_end = buffer.find(b"\r\n\r\n", end)
+                    if trailers_end < 0:
+                        break  # the trailers (usually none) end with an empty line
+                    self._done = True
+                    buffer.clear()
+                    return bytes(body)
+                if len(buffer) < end + size + 4:
+                    break
+                if buffer[end + size + 2 : end + size + 4] != b"\r\n":
+                    raise ValueError("chunk without its line end")
+                body += buffer[end + 2 : end + size + 2]
+                del buffer[: end + size + 4]
+            if body:
+                return bytes(body)
+            if len(buffer) > MAX_HEADER_BYTES and buffer.find(b"\r\n") < 0:
+                raise ValueError("chunk size line too long")
+            data = await self._read(READ_BYTES)
+            if not data:
+                raise httpx.RemoteProtocolError("the server closed the body early")
+            buffer += data
 
     async def aiter_lines(self) -> AsyncIterator[str]:
         """The body's lines, without their line ends."""

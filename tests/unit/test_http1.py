@@ -189,3 +189,50 @@ async def test_a_request_waits_for_a_free_connection_then_gives_up(
     await held.aclose()  # its slot goes to the request waiting for one
     assert await waiting == ["data: one", "data: two", "data: [DONE]"]
     await pool.aclose()
+
+
+async def _dribbled(answer: bytes, step: int) -> AsyncIterator[int]:
+    """A server that writes ``answer`` ``step`` bytes at a time, each write sent on its own."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for i in range(0, len(answer), step):
+            writer.write(answer[i : i + step])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 1000])
+async def test_chunks_are_decoded_however_the_bytes_arrive(step: int) -> None:
+    events = [b"data: %d\n\n" % i for i in range(12)]
+    body = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(e), e) for e in events)
+    answer = CHUNKED_HEAD + body + b"0\r\nX-Trailer: yes\r\n\r\n"
+    async for port in _dribbled(answer, step):
+        pool = Http1Pool(f"http://127.0.0.1:{port}/v1", {}, 2, 30)
+        assert await _lines(pool) == [f"data: {i}" for i in range(12)]
+        await pool.aclose()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"5\r\nhello\r\n3\r\nab", "closed the body early"),
+        (b"5\r\nhelloXX0\r\n\r\n", "malformed body"),
+        (b"zz\r\nhello\r\n0\r\n\r\n", "malformed body"),
+    ],
+    ids=["cut-mid-chunk", "no-line-end", "bad-size"],
+)
+async def test_a_broken_chunked_body_is_a_protocol_error(body: bytes, message: str) -> None:
+    async for port in _dribbled(CHUNKED_HEAD + body, 1000):
+        pool = Http1Pool(f"http://127.0.0.1:{port}/v1", {}, 2, 30)
+        with pytest.raises(httpx.RemoteProtocolError, match=message):
+            await _lines(pool)
+        await pool.aclose()
