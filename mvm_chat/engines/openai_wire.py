@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import msgspec
 
 from mvm_chat import redaction
 from mvm_chat.engines.base import TokenDelta, Usage
@@ -18,9 +19,12 @@ from mvm_chat.errors import EngineError
 def parse_chunk(data: str, name: str) -> dict[str, Any]:
     """One ``data:`` line of the stream as a JSON object; anything else is an error."""
     try:
-        chunk = json.loads(data)
-    except json.JSONDecodeError:
-        raise EngineError(f"model {name}: upstream sent a malformed stream chunk") from None
+        chunk = msgspec.json.decode(data)  # about 4 times json.loads' speed
+    except msgspec.DecodeError:
+        try:  # NaN and Infinity, which Python's json writes and reads, and msgspec refuses
+            chunk = json.loads(data)
+        except json.JSONDecodeError:
+            raise EngineError(f"model {name}: upstream sent a malformed stream chunk") from None
     if not isinstance(chunk, dict):
         raise EngineError(f"model {name}: upstream sent a malformed stream chunk")
     if "error" in chunk:
