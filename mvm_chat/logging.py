@@ -15,7 +15,9 @@ import structlog
 from mvm_chat import redaction
 
 SECRET_KEYS = frozenset({"authorization", "api_key", "key", "token", "password"})
-_TOKEN_IN_TEXT = re.compile(r"(token=|Bearer\s+)[^\s&\"']+", re.IGNORECASE)
+# A key ends at a space, "&", a quote or a backslash (it runs on rendered JSON lines, where
+# eating the backslash of an escaped quote would break the line)
+_TOKEN_IN_TEXT = re.compile(r"(token=|Bearer\s+)[^\s&\"'\\]+", re.IGNORECASE)
 
 
 def redact_text(text: str) -> str:

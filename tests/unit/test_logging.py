@@ -30,6 +30,7 @@ structlog.get_logger("t").info(
 )
 structlog.get_logger("t").debug("not at info")
 logging.getLogger("uvicorn.error").warning("Started server process [%d]", 42)
+logging.getLogger("uvicorn.error").info('%s - "WebSocket %s" [accepted]', "::1", "/ws?token=k9")
 """
 
 
@@ -42,7 +43,7 @@ def _lines() -> tuple[list[dict[str, Any]], str]:
 
 def test_a_line_is_json_with_a_utc_timestamp_and_no_secret() -> None:
     before = datetime.now(UTC)
-    [entry, foreign], text = _lines()
+    [entry, foreign, quoted], text = _lines()
     assert (entry["event"], entry["level"], entry["request_id"]) == ("request", "info", "r1")
     assert entry["path"] == "/v1/x?token=[redacted]"
     assert entry["authorization"] == "[redacted]" and "sk-secret" not in text
@@ -54,3 +55,6 @@ def test_a_line_is_json_with_a_utc_timestamp_and_no_secret() -> None:
         assert before <= stamped <= datetime.now(UTC)
     assert foreign["event"] == "Started server process [42]"
     assert (foreign["level"], foreign["logger"]) == ("warning", "uvicorn.error")
+    # the key sits before an escaped quote in the rendered line: hidden, the line still JSON
+    assert quoted["event"] == '::1 - "WebSocket /ws?token=[redacted]" [accepted]'
+    assert "k9" not in text
