@@ -161,6 +161,13 @@ class Browser:
         result = self.call("Page.navigate", url=url)
         if result.get("errorText"):
             raise BrowserError(f"navigating to {url}: {result['errorText']}")
+        loader = result.get("loaderId")
+        # A late load event of the page before (after a form's submission) comes ahead of
+        # this navigation's frameNavigated: only a load event after that one counts.
+        while loader:
+            event = self._event("Page.frameNavigated", timeout)
+            if event.get("params", {}).get("frame", {}).get("loaderId") == loader:
+                break
         self._event("Page.loadEventFired", timeout)
 
     def evaluate(self, expression: str) -> Any:
