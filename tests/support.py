@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,15 @@ result."""
 def redis_toml(url: str, prefix: str) -> str:
     """A ``[redis]`` table for a Redis that is up (see :data:`REDIS_UP_TIMEOUT_S`)."""
     return f'\n[redis]\nurl = "{url}"\nkey_prefix = "{prefix}"\ntimeout_s = {REDIS_UP_TIMEOUT_S}\n'
+
+
+def until(condition: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
+    """Poll ``condition`` until it is true; fail with ``what`` after ``timeout_s`` (generous:
+    background work on a busy machine can take seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 def unavailable(reason: str) -> None:

@@ -4,7 +4,6 @@ runs at the time (``sglang:num_running_reqs``), against the SGLang stand-in."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import SERVED
-from tests.support import Server
+from tests.support import Server, until
 
 
 def _config(standin: str) -> str:
@@ -55,16 +54,15 @@ def _cost_per_second(server: Server, key: str, text: str) -> Decimal:
 def _until_scraped(server: Server, admin: str, running: int) -> None:
     """Wait until the server's last scrape of the stand-in's ``/metrics`` saw ``running``
     requests run."""
-    deadline = time.monotonic() + 30
-    while True:
+
+    def scraped() -> bool:
         rows = httpx.get(
             f"{server.url}/admin/models", headers={"Authorization": f"Bearer {admin}"}, timeout=30
         ).json()
         load = next(r for r in rows if r["name"] == "gpu-smol")["info"]["load"]
-        if not load["stale"] and load["num_running_reqs"] == running:
-            return
-        assert time.monotonic() < deadline, load
-        time.sleep(0.05)
+        return not load["stale"] and load["num_running_reqs"] == running
+
+    until(scraped, f"no scrape saw {running} running requests")
 
 
 def test_concurrent_requests_share_the_gpu_time(

@@ -20,7 +20,7 @@ from mvm_chat.cache.backends import MemoryCache, RedisCache
 from mvm_chat.cache.semantic import SemanticCache, SemanticEntry, namespace
 from mvm_chat.engines.base import ChatMessage
 from tests.integration.conftest import seen, standin_model
-from tests.support import REDIS_UP_TIMEOUT_S, Server, query_db
+from tests.support import REDIS_UP_TIMEOUT_S, Server, query_db, redis_toml, until
 
 # A real embedder, small and deterministic: hashed bag of words (paraphrases that share most
 # words are close; other questions are not).
@@ -58,12 +58,9 @@ def server(
     plugins = folder / "plugins"
     plugins.mkdir()
     (plugins / "words_embedder.py").write_text(EMBEDDER_PLUGIN)
-    config = f"""
-[redis]
-url = "{redis_url}"
-key_prefix = "{redis_prefix}semantic:"
-timeout_s = {REDIS_UP_TIMEOUT_S}
-
+    config = (
+        redis_toml(redis_url, f"{redis_prefix}semantic:")
+        + f"""
 [chat]
 semantic_cache = "words"
 semantic_threshold = 0.85
@@ -81,6 +78,7 @@ refund_request = "api"
 [plugins.keyword_intents.rules]
 refund_request = ["\\\\brefund"]
 """
+    )
     server = Server(folder / "server", config, env={"MVM_CHAT_PLUGINS_DIR": str(plugins)})
     yield server.start()
     server.stop()
@@ -119,7 +117,7 @@ class Entries:
 
 
 @pytest.fixture(scope="module")
-def entries(server: Server, redis_url: str, redis_prefix: str) -> Iterator[Entries]:
+def entries(redis_url: str, redis_prefix: str) -> Iterator[Entries]:
     found = Entries(redis_url, f"{redis_prefix}semantic:")
     yield found
     found.client.close()
@@ -132,10 +130,7 @@ def ask_and_store(
     after the reply)."""
     before = entries.count()
     reply = ask(server, key, text, **kwargs)
-    deadline = time.monotonic() + 30
-    while entries.count() <= before:
-        assert time.monotonic() < deadline, "the answer was never stored"
-        time.sleep(0.05)
+    until(lambda: entries.count() > before, "the answer was never stored")
     return reply
 
 
