@@ -127,7 +127,7 @@ class Response:
                 del buffer[: end + size + 4]
             if body:
                 return bytes(body)
-            if len(buffer) > MAX_HEADER_BYTES and buffer.find(b"\r\n") < 0:
+            if end < 0 and len(buffer) > MAX_HEADER_BYTES:  # no line end in all of that
                 raise ValueError("chunk size line too long")
             data = await self._read(READ_BYTES)
             if not data:

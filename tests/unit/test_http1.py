@@ -227,8 +227,9 @@ async def test_chunks_are_decoded_however_the_bytes_arrive(step: int) -> None:
         (b"5\r\nhello\r\n3\r\nab", "closed the body early"),
         (b"5\r\nhelloXX0\r\n\r\n", "malformed body"),
         (b"zz\r\nhello\r\n0\r\n\r\n", "malformed body"),
+        (b"1" * 70_000, "malformed body"),
     ],
-    ids=["cut-mid-chunk", "no-line-end", "bad-size"],
+    ids=["cut-mid-chunk", "no-line-end", "bad-size", "endless-size-line"],
 )
 async def test_a_broken_chunked_body_is_a_protocol_error(body: bytes, message: str) -> None:
     async for port in _dribbled(CHUNKED_HEAD + body, 1000):
