@@ -64,8 +64,9 @@ class Metrics:
         self.baseline_cost.inc(float(baseline_usd))
 
     def series(self, metric: Counter | Histogram, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once per label values (prometheus_client's
-        own lookup takes a lock and validates the values on every call)."""
+        """``metric.labels(*labels)``, looked up once per label values: the one way to reach
+        a labelled series (prometheus_client's own lookup takes a lock and validates the
+        values on every call)."""
         key = (id(metric), labels)
         found = self._series.get(key)
         if found is None:

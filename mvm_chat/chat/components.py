@@ -149,7 +149,7 @@ class Components:
                 plugins, kind, settings, services, errors=components.errors
             )
         for plugin, count in components.errors.items():
-            metrics.plugin_errors.labels(plugin).inc(count)
+            metrics.series(metrics.plugin_errors, plugin).inc(count)
         return components
 
     def of(self, kind: str) -> list[Component]:
@@ -194,7 +194,7 @@ class Components:
 
     def _failed(self, component: Component, method: str, exc: Exception) -> None:
         self.errors[component.plugin] += 1
-        self.metrics.plugin_errors.labels(component.plugin).inc()
+        self.metrics.series(self.metrics.plugin_errors, component.plugin).inc()
         log.error(
             "plugin.error",
             plugin=component.plugin,
@@ -213,7 +213,7 @@ async def fire(services: Services, hook_name: str, **kwargs: Any) -> None:
             if inspect.isawaitable(outcome):
                 await outcome
         except Exception as exc:
-            services.metrics.plugin_errors.labels(impl.plugin_name).inc()
+            services.metrics.series(services.metrics.plugin_errors, impl.plugin_name).inc()
             if services.components is not None:
                 services.components.errors[impl.plugin_name] += 1
             log.error(

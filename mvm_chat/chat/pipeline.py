@@ -128,7 +128,8 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
                         yield delta
         except EngineError as exc:
             breaker.failed()
-            services.metrics.engine_errors.labels(route.model.name, route.tier).inc()
+            metrics = services.metrics
+            metrics.series(metrics.engine_errors, route.model.name, route.tier).inc()
             calls.append(
                 call_record(
                     prepared,
@@ -176,7 +177,7 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
             move = Move(route.tier, to_tier, f"error: {exc.detail}")
             moves.append(move)
             reason = move.reason
-            services.metrics.escalations.labels("error").inc()
+            services.metrics.series(services.metrics.escalations, "error").inc()
             log.warning("turn.fallback", source=move.source, target=move.target, reason=move.reason)
             if budget_move is not None:
                 moves.append(budget_move)
@@ -268,7 +269,7 @@ def _components(services: Services) -> Components:
 
 
 async def _escalated(services: Services, turn: Turn, escalation: Escalation) -> None:
-    services.metrics.escalations.labels(escalation.reason).inc()
+    services.metrics.series(services.metrics.escalations, escalation.reason).inc()
     log.info("turn.escalation", target=escalation.target, reason=escalation.reason)
     await fire(services, "on_escalation", turn=turn, escalation=escalation)
 

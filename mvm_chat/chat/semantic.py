@@ -79,7 +79,7 @@ async def probe(
     try:
         vector = await cache.embed(asked[-1].content)
     except Exception as exc:  # a broken embedder costs the cache, never the turn
-        services.metrics.plugin_errors.labels(cache.embedder.name).inc()
+        services.metrics.series(services.metrics.plugin_errors, cache.embedder.name).inc()
         log.error("semantic_cache.embed_failed", error=f"{type(exc).__name__}: {exc}")
         return None
     ranks = {name: i for i, name in enumerate(settings.tier_names)}
