@@ -71,11 +71,14 @@ def request_for(
     prompt: list[ChatMessage],
     max_tokens: int | None,
     temperature: float | None,
+    stream: bool = True,
 ) -> GenerationRequest:
+    """The engine request for ``prompt`` on ``model``: the caller's limits, else the model's."""
     return GenerationRequest(
         messages=prompt,
         max_tokens=max_tokens or model.max_tokens,
         temperature=model.temperature if temperature is None else temperature,
+        stream=stream,
     )
 
 

@@ -106,7 +106,9 @@ async def run_turn(services: Services, prepared: PreparedTurn) -> AsyncGenerator
     failed: set[str] = set()
     while True:
         attempt = Attempt(route.model)
-        generation = request_for(route.model, prompt, request.max_tokens, request.temperature)
+        generation = request_for(
+            route.model, prompt, request.max_tokens, request.temperature, stream=not buffer
+        )
         served, first = first, None  # what the caches had answers the first call only
         breaker = services.breakers.of(route.model.name)
         breaker.begin()

@@ -28,6 +28,10 @@ class GenerationRequest:
     choices: tuple[str, ...] = ()
     """When set, the answer is exactly one of these strings (constrained decoding); an engine
     that cannot constrain its output raises :class:`~mvm_chat.errors.EngineError`."""
+    stream: bool = True
+    """Whether the caller takes the answer as it is generated. When False an engine may
+    yield the whole answer as one :class:`TokenDelta` (a remote one then asks its server
+    for an answer that is not streamed, which costs both sides less)."""
 
 
 @dataclass(frozen=True, slots=True)

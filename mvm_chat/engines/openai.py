@@ -1,4 +1,4 @@
-"""An engine for any OpenAI-compatible server: streaming SSE over httpx."""
+"""An engine for any OpenAI-compatible server: streamed (SSE) or whole answers over HTTP/1.1."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ from mvm_chat.engines.base import (
     Finished,
     GenerationRequest,
     StreamEvent,
+    TokenDelta,
     Usage,
     estimate_tokens,
 )
 from mvm_chat.engines.openai_wire import (
     checked,
     choices_of,
+    completion_of,
     delta_of,
+    parse_body,
     parse_chunk,
     status_problem,
     transport_error,
@@ -98,9 +101,10 @@ class OpenAIEngine:
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
-            "stream": True,
-            "stream_options": {"include_usage": True},
+            "stream": request.stream,
         }
+        if request.stream:
+            body["stream_options"] = {"include_usage": True}
         if request.stop:
             body["stop"] = request.stop
         return body
@@ -110,8 +114,12 @@ class OpenAIEngine:
             raise EngineError(f"model {self.config.name}: constrained choices are not supported")
         self._inflight += 1
         try:
-            async for event in self._stream(request):
-                yield event
+            if request.stream:
+                async for event in self._stream(request):
+                    yield event
+            else:
+                for event in await self._whole(request):
+                    yield event
         finally:
             self._inflight -= 1
 
@@ -141,6 +149,31 @@ class OpenAIEngine:
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    async def _whole(self, request: GenerationRequest) -> list[StreamEvent]:
+        """A call with ``stream: false``: the answer as one delta (none when empty), then
+        :class:`Finished`."""
+        name = self.config.name
+        try:
+            response = await self._send(self._body(request))
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise transport_error(name, exc) from None
+        if response.status_code != 200:
+            failed = (
+                response.as_httpx(content) if isinstance(response, http1.Response) else response
+            )
+            raise EngineError(status_problem(name, failed))
+        answer = completion_of(parse_body(content, name), name, request.messages)
+        reason = checked(name, request.choices, answer.text, answer.finish_reason)
+        tokens = max(1, answer.usage.completion_tokens)
+        events: list[StreamEvent] = [Finished(answer.usage, reason)]
+        if answer.text:
+            events.insert(0, TokenDelta(answer.text, tokens, answer.logprobs))
+        return events
 
     async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         name = self.config.name

@@ -1,35 +1,88 @@
 """The OpenAI chat-completions wire format as a client reads it: stream chunks, deltas with
-token log-probabilities, and HTTP failures in words. Shared by the ``openai`` and ``sglang``
-engines."""
+token log-probabilities, whole (not streamed) answers, and HTTP failures in words. Shared by
+the ``openai`` and ``sglang`` engines."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import msgspec
 
 from mvm_chat import redaction
-from mvm_chat.engines.base import TokenDelta, Usage
+from mvm_chat.engines.base import ChatMessage, TokenDelta, Usage, estimate_tokens
 from mvm_chat.errors import EngineError
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole answer of one call that was not streamed."""
+
+    text: str
+    logprobs: tuple[float, ...]
+    """The natural-log probability of each generated token."""
+    usage: Usage
+    finish_reason: str
+
+
+def _json(data: str | bytes) -> Any:
+    """``data`` parsed as JSON; ``None`` when it is not JSON."""
+    try:
+        return msgspec.json.decode(data)  # about 4 times json.loads' speed
+    except msgspec.DecodeError:
+        try:  # NaN and Infinity, which Python's json writes and reads, and msgspec refuses
+            return json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
 
 
 def parse_chunk(data: str, name: str) -> dict[str, Any]:
     """One ``data:`` line of the stream as a JSON object; anything else is an error."""
-    try:
-        chunk = msgspec.json.decode(data)  # about 4 times json.loads' speed
-    except msgspec.DecodeError:
-        try:  # NaN and Infinity, which Python's json writes and reads, and msgspec refuses
-            chunk = json.loads(data)
-        except json.JSONDecodeError:
-            raise EngineError(f"model {name}: upstream sent a malformed stream chunk") from None
+    chunk = _json(data)
     if not isinstance(chunk, dict):
         raise EngineError(f"model {name}: upstream sent a malformed stream chunk")
     if "error" in chunk:
         raise EngineError(f"model {name}: upstream reported an error mid-stream")
     return chunk
+
+
+def parse_body(content: bytes, name: str) -> dict[str, Any]:
+    """A 200 answer's body as a JSON object; anything else is an error."""
+    data = _json(content)
+    if data is None:
+        raise EngineError(f"model {name}: upstream sent a body that is not JSON")
+    if not isinstance(data, dict) or "error" in data:
+        raise shape_error(name, "upstream")
+    return data
+
+
+def completion_of(data: dict[str, Any], name: str, prompt: list[ChatMessage]) -> Completion:
+    """The first choice of a chat completion that was not streamed. Without ``usage``, the
+    prompt is estimated at about 4 characters a token, and the answer counted by its tokens'
+    logprobs, or estimated the same way."""
+    try:
+        choice = data["choices"][0]
+        text = choice["message"].get("content") or ""
+        if not isinstance(text, str):
+            raise TypeError(text)
+        finish = str(choice.get("finish_reason") or "stop")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise shape_error(name, "upstream") from None
+    logprobs = token_logprobs(choice.get("logprobs"))
+    raw_usage = data.get("usage")
+    if raw_usage:
+        usage = usage_of(raw_usage)
+    else:
+        usage = Usage(estimate_tokens(prompt), len(logprobs) or -(-len(text) // 4))
+    return Completion(text, logprobs, usage, finish)
+
+
+def shape_error(name: str, source: str) -> EngineError:
+    """The error for an answer that parsed but has not the shape the protocol gives."""
+    return EngineError(f"model {name}: {source} sent an answer of an unknown shape")
 
 
 def usage_of(raw: Any) -> Usage:

@@ -39,9 +39,9 @@ server knows; :meth:`SglangEngine.generate` serves callers that render their own
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 import httpx
@@ -51,12 +51,17 @@ from mvm_chat.engines.base import (
     EngineHealth,
     GenerationRequest,
     Usage,
-    estimate_tokens,
 )
 from mvm_chat.engines.openai import OpenAIEngine
-from mvm_chat.engines.openai_wire import checked, token_logprobs, transport_error, usage_of
+from mvm_chat.engines.openai_wire import (
+    Completion,
+    checked,
+    completion_of,
+    shape_error,
+    transport_error,
+)
 from mvm_chat.engines.sglang_metrics import MetricsScraper, SglangLoad
-from mvm_chat.engines.sglang_protocol import Completion, choice_regex, json_object, shape_error
+from mvm_chat.engines.sglang_protocol import choice_regex, json_object
 from mvm_chat.errors import ConfigError, EngineError
 from mvm_chat.settings import ModelSettings
 
@@ -148,24 +153,12 @@ class SglangEngine(OpenAIEngine):
 
     async def complete(self, request: GenerationRequest) -> Completion:
         """One chat completion that is not streamed (``stream: false``), with token logprobs."""
-        body = self._body(request)
-        body["stream"] = False
-        body.pop("stream_options", None)
         name = self.config.name
+        body = self._body(dataclasses.replace(request, stream=False))
         data = await self._post_json("chat/completions", body)
-        try:
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-            if not isinstance(text, str):
-                raise TypeError(text)
-            logprobs = token_logprobs(choice.get("logprobs"))
-            finish = str(choice.get("finish_reason") or "stop")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise shape_error(name, "upstream") from None
-        raw_usage = data.get("usage")
-        usage = usage_of(raw_usage) if raw_usage else Usage(estimate_tokens(request.messages))
-        reason = checked(name, request.choices, text, finish)
-        return Completion(text, logprobs, usage, reason)
+        answer = completion_of(data, name, request.messages)
+        reason = checked(name, request.choices, answer.text, answer.finish_reason)
+        return dataclasses.replace(answer, finish_reason=reason)
 
     # -- native /generate ---------------------------------------------------------------------
 
@@ -255,7 +248,7 @@ class SglangEngine(OpenAIEngine):
         except EngineError as exc:
             info["error"] = exc.detail
         load = self.load()
-        info["load"] = {**asdict(load), "queue_depth": load.queue_depth}
+        info["load"] = {**dataclasses.asdict(load), "queue_depth": load.queue_depth}
         return info
 
     async def server_facts(self) -> dict[str, Any]:

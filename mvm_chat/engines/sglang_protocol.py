@@ -5,13 +5,11 @@ SGLang version and the files these shapes come from)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from mvm_chat.engines.base import Usage
-from mvm_chat.engines.openai_wire import status_problem
+from mvm_chat.engines.openai_wire import parse_body, status_problem
 from mvm_chat.errors import EngineError
 
 _REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()")
@@ -23,30 +21,8 @@ def choice_regex(choices: Sequence[str]) -> str:
     return "(" + "|".join(escaped) + ")"
 
 
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """A whole answer of one call that was not streamed."""
-
-    text: str
-    logprobs: tuple[float, ...]
-    """The natural-log probability of each generated token."""
-    usage: Usage
-    finish_reason: str
-
-
 def json_object(name: str, response: httpx.Response) -> dict[str, Any]:
     """The JSON object a 200 answer holds; any other status or body is an error."""
     if response.status_code != 200:
         raise EngineError(status_problem(name, response))
-    try:
-        data = response.json()
-    except ValueError:
-        raise EngineError(f"model {name}: upstream sent a body that is not JSON") from None
-    if not isinstance(data, dict) or "error" in data:
-        raise shape_error(name, "upstream")
-    return data
-
-
-def shape_error(name: str, source: str) -> EngineError:
-    """The error for an answer that parsed but has not the shape SGLang gives."""
-    return EngineError(f"model {name}: {source} sent an answer of an unknown shape")
+    return parse_body(response.content, name)

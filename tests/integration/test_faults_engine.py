@@ -22,8 +22,9 @@ FAST_MODEL_TOML = MODEL_TOML.replace("max_tokens = 48", "max_tokens = 8")
 
 class FaultyUpstream:
     """An OpenAI-compatible server on 127.0.0.1 that fails as it is told (``mode``): ``hang``
-    (never answers), ``500``, ``garbage`` (200 with no JSON), ``cut`` (a stream that breaks
-    off mid-way), ``stall`` (a stream that stops sending) or ``malformed`` (bad SSE data)."""
+    (never answers), ``500``, ``garbage`` (200 with no JSON), ``cut`` (an answer that breaks
+    off mid-way), ``stall`` (an answer that stops arriving) or ``malformed`` (bad JSON). With
+    ``"stream": true`` the answer is a stream of SSE chunks, else one JSON body."""
 
     def __init__(self) -> None:
         self.mode = "500"
@@ -41,11 +42,14 @@ class FaultyUpstream:
                 self._send(200, "application/json", b'{"object": "list", "data": []}')
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 mode = upstream.mode
                 upstream.hits[mode] = upstream.hits.get(mode, 0) + 1
                 with contextlib.suppress(OSError):  # the gateway gave up first
-                    self._fail(mode)
+                    if body.get("stream") or mode in ("hang", "500", "garbage"):
+                        self._fail(mode)
+                    else:
+                        self._fail_whole(mode)
 
             def _send(self, status: int, content_type: str, body: bytes) -> None:
                 self.send_response(status)
@@ -76,6 +80,32 @@ class FaultyUpstream:
                     if mode == "stall":
                         upstream.released.wait(300)
                     self.close_connection = True  # no final chunk: the transfer breaks
+
+            def _fail_whole(self, mode: str) -> None:
+                answer = json.dumps(
+                    {
+                        "object": "chat.completion",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": "Sure"},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                    }
+                ).encode()
+                if mode == "malformed":
+                    self._send(200, "application/json", answer[:-1] + b", ")
+                    return
+                self.send_response(200)  # cut, stall: fewer bytes than the length announced
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer[: len(answer) // 2])
+                self.wfile.flush()
+                if mode == "stall":
+                    upstream.released.wait(300)
+                self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

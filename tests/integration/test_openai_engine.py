@@ -61,6 +61,22 @@ async def test_streams_tokens_from_the_server(engine: OpenAIEngine) -> None:
     assert engine.queue_depth == 0
 
 
+async def test_a_caller_that_does_not_stream_gets_the_answer_whole(
+    engine: OpenAIEngine,
+) -> None:
+    request = GenerationRequest(REQUEST.messages, REQUEST.max_tokens, 0.0, stream=False)
+    events = [event async for event in engine.stream(request)]
+    [delta, finished] = events
+    assert isinstance(delta, TokenDelta) and isinstance(finished, Finished)
+    assert delta.text.strip() and 1 <= finished.usage.completion_tokens <= 12
+    assert delta.tokens == finished.usage.completion_tokens
+    assert finished.usage.prompt_tokens > 0 and finished.finish_reason in ("stop", "length")
+    # the same answer as streamed (temperature 0, same server)
+    streamed = [e async for e in engine.stream(REQUEST) if isinstance(e, TokenDelta)]
+    assert "".join(e.text for e in streamed) == delta.text
+    assert engine.queue_depth == 0
+
+
 async def test_constrained_choices_are_refused(engine: OpenAIEngine) -> None:
     request = GenerationRequest(messages=REQUEST.messages, choices=("a", "b"))
     with pytest.raises(EngineError):

@@ -81,6 +81,20 @@ async def test_non_streaming_chat(engine: SglangEngine, standin: str) -> None:
     assert body["stream"] is False and "stream_options" not in body
 
 
+async def test_a_caller_that_does_not_stream_gets_the_answer_whole(
+    engine: SglangEngine, standin: str
+) -> None:
+    request = GenerationRequest(messages=REQUEST.messages, max_tokens=12, stream=False)
+    events = [event async for event in engine.stream(request)]
+    [delta, finished] = events
+    assert isinstance(delta, TokenDelta) and isinstance(finished, Finished)
+    assert delta.text == "You said: Say hello to the world."
+    assert len(delta.logprobs) == delta.tokens == finished.usage.completion_tokens == 7
+    assert finished.finish_reason == "stop" and engine.queue_depth == 0
+    [body] = seen(standin, "/v1/chat/completions")
+    assert body["stream"] is False and "stream_options" not in body and body["logprobs"] is True
+
+
 async def test_a_low_logprob_reaches_the_caller(engine: SglangEngine, script: Any) -> None:
     script(logprob=-3.5)
     events = [event async for event in engine.stream(REQUEST)]
@@ -329,8 +343,10 @@ metrics_interval_s = 1.0
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == "You said: Stream it, please."
         assert chunks[-1].model_extra["mvm"]["tier"] == "gpu"
-        [body, *_] = seen(standin, "/v1/chat/completions")
-        assert body["model"] == SERVED and body["logprobs"] is True
+        bodies = seen(standin, "/v1/chat/completions")
+        assert all(b["model"] == SERVED and b["logprobs"] is True for b in bodies)
+        # streamed upstream only when the client streams
+        assert [b["stream"] for b in bodies] == [False, True]
 
         admin = {"Authorization": f"Bearer {server.key('acme', role='admin')}"}
         rows = httpx.get(f"{server.url}/admin/models", headers=admin, timeout=30).json()
