@@ -23,11 +23,12 @@ from mvm_chat.api.admin_budgets import BudgetController
 from mvm_chat.api.admin_costs import AdminCostsController
 from mvm_chat.api.admin_experts import AdminExpertsController
 from mvm_chat.api.auth import (
+    ADMIN_ROLES,
+    AGENT_ROLES,
+    CLIENT_ROLES,
     OPEN_PATHS,
     BearerAuthMiddleware,
-    admin_guard,
-    agent_guard,
-    client_guard,
+    for_roles,
 )
 from mvm_chat.api.chat import ConversationController
 from mvm_chat.api.errors import handle_exception
@@ -119,7 +120,7 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
     v1 = Router(
         path="/",
         route_handlers=[chat_completions, list_models, ConversationController],
-        guards=[client_guard],
+        opt=for_roles(*CLIENT_ROLES),
         security=[{"bearer": []}],
     )
     admin = Router(
@@ -130,13 +131,13 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
             AdminExpertsController,
             BudgetController,
         ],
-        guards=[admin_guard],
+        opt=for_roles(*ADMIN_ROLES),
         security=[{"bearer": []}],
     )
     agents = Router(
         path="/",
         route_handlers=[HandoffController],
-        guards=[agent_guard],
+        opt=for_roles(*AGENT_ROLES),
         security=[{"bearer": []}],
     )
     extra: list[Any] = collect(plugins.pm.hook.register_routes)

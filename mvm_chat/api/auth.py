@@ -64,8 +64,26 @@ async def dashboard_admin(connection: ASGIConnection[Any, Any, Any, Any]) -> Pri
     return principal if principal is not None and principal.role == "admin" else None
 
 
+ROLES = "roles"
+"""The ``opt`` key of a route handler, controller or router that names the roles whose keys
+may call it (see :func:`for_roles`); without it, any valid key may."""
+
+CLIENT_ROLES = ("client", "admin")
+ADMIN_ROLES = ("admin",)
+AGENT_ROLES = ("agent", "admin")
+
+
+def for_roles(*roles: str) -> dict[str, tuple[str, ...]]:
+    """The ``opt`` of routes open only to keys of ``roles``: ``opt=for_roles("admin")``.
+
+    Checked by :class:`BearerAuthMiddleware` rather than by a Litestar guard, which would copy
+    the route handler on every request."""
+    return {ROLES: roles}
+
+
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
-    """Resolves ``Authorization: Bearer KEY`` to a principal on HTTP routes.
+    """Resolves ``Authorization: Bearer KEY`` to a principal on HTTP routes, and refuses a
+    key whose role the route's ``opt`` (:func:`for_roles`) does not name.
 
     WebSockets authenticate in their handler, so that a refused client gets an ``error``
     frame it can read rather than a bare handshake failure.
@@ -74,25 +92,12 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        return AuthenticationResult(user=await resolve_principal(connection), auth=None)
-
-
-def _role_guard(*roles: str) -> Any:
-    # async, so that Litestar calls it on the loop (it hands a sync guard to a thread)
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal = connection.scope.get("user")
-        if not isinstance(principal, Principal):
-            raise Unauthorized("missing bearer key")
-        if principal.role not in roles:
+        principal = await resolve_principal(connection)
+        handler: BaseRouteHandler = connection.scope["route_handler"]
+        roles = handler.opt.get(ROLES)
+        if roles is not None and principal.role not in roles:
             raise Forbidden(f"this route is not open to keys with the role {principal.role!r}")
-
-    return guard
-
-
-CLIENT_ROLES = ("client", "admin")
-client_guard = _role_guard(*CLIENT_ROLES)
-admin_guard = _role_guard("admin")
-agent_guard = _role_guard("agent", "admin")
+        return AuthenticationResult(user=principal, auth=None)
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

@@ -25,7 +25,7 @@ from litestar.routes import HTTPRoute, WebSocketRoute
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from mvm_chat.api.auth import OPEN_PATHS, admin_guard, agent_guard, client_guard
+from mvm_chat.api.auth import OPEN_PATHS, ROLES
 from mvm_chat.plugins import load_plugins
 from mvm_chat.settings import load_settings
 from tests.integration.conftest import standin_model
@@ -46,10 +46,6 @@ EXPECTED_OPEN = {
 """Routes without a bearer key besides /schema, OPTIONS (CORS preflight) and static files:
 the dashboard's HTML pages check the admin cookie themselves (see tests/integration/
 test_dashboard.py). A new route that is open must be added here, on purpose."""
-
-ROLES = {client_guard: {"client", "admin"}, agent_guard: {"agent", "admin"}}
-ROLES[admin_guard] = {"admin"}
-
 
 @dataclass
 class Site:
@@ -115,7 +111,7 @@ class Endpoint:
 
 
 def _endpoints(server: Server) -> list[Endpoint]:
-    """Every HTTP route of the app the server runs, with the roles its guards admit."""
+    """Every HTTP route of the app the server runs, with the roles its ``opt`` admits."""
     settings = load_settings(server.workdir / "mvm_chat.toml", environ={})
     with warnings.catch_warnings():
         # litestar 2.25 warns of inferred dependencies and unmarked bodies (fine until 3.0)
@@ -136,9 +132,9 @@ def _endpoints(server: Server) -> list[Endpoint]:
                 if handler.opt.get("exclude_from_auth") or route.path.startswith(OPEN_PATHS):
                     found.append(Endpoint(method, route.path, frozenset()))
                     continue
-                guards = [g for g in handler.resolve_guards() if g in ROLES]
-                assert len(guards) == 1, f"{method} {route.path}: not exactly one role guard"
-                found.append(Endpoint(method, route.path, frozenset(ROLES[guards[0]])))
+                roles = handler.opt.get(ROLES)
+                assert roles, f"{method} {route.path}: no roles named in its opt"
+                found.append(Endpoint(method, route.path, frozenset(roles)))
     return found
 
 
