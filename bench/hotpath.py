@@ -4,7 +4,8 @@ OpenAI-compatible upstream, driven by ``wrk``.
     .venv/bin/python bench/hotpath.py [--duration 10] [--workers 1] [--label NAME]
                                       [--profile DIR]
 
-Starts a stand-in upstream (a fixed streamed completion, answered at once), a fresh Postgres
+Starts the gateway benchmark's stand-in upstream (``bench/upstream.py``: a fixed completion,
+streamed or whole as asked, answered at once), a fresh Postgres
 database (``mvm-chat db upgrade``), ``mvm-chat serve`` with one ``openai`` model and no local
 model, then measures with ``wrk`` (``Cache-Control: no-cache``) at 1 and 16 connections, the
 direct upstream at 1 connection (for the added latency), an exact cache hit's time inside the
@@ -18,7 +19,6 @@ stacks of the c=16 runs are written there (``pip install py-spy``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gateway_services import start_upstream
 from intents import machine
 from processes import (
     ADMIN_POSTGRES,
@@ -82,66 +83,6 @@ done = function(summary, latency, requests)
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end
 """
-
-# -- the stand-in upstream -------------------------------------------------------------------
-
-_CHUNKS = [
-    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
-    {"choices": [{"index": 0, "delta": {"content": "Your card is on its way."}}]},
-    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-    {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}},
-]
-
-
-def _response(body: bytes, content_type: bytes) -> bytes:
-    head = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n"
-    return head % (content_type, len(body)) + body
-
-
-_SSE = _response(
-    b"".join(
-        b"data: "
-        + json.dumps({"id": "c", "object": "chat.completion.chunk", **c}).encode()
-        + b"\n\n"
-        for c in _CHUNKS
-    )
-    + b"data: [DONE]\n\n",
-    b"text/event-stream",
-)
-_MODELS = _response(b'{"object":"list","data":[{"id":"frontier","object":"model"}]}', b"json")
-
-
-class _Upstream(asyncio.Protocol):
-    """HTTP/1.1 keep-alive; every POST gets the fixed stream, every GET the model list."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: Any = transport
-        self.buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buffer[:end].lower()
-            length = 0
-            at = head.find(b"content-length:")
-            if at >= 0:
-                length = int(head[at + 15 :].split(b"\r\n", 1)[0])
-            if len(self.buffer) < end + 4 + length:
-                return
-            self.buffer = self.buffer[end + 4 + length :]
-            self.transport.write(_SSE if head.startswith(b"post") else _MODELS)
-
-
-def serve_upstream(port: int) -> None:
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Upstream, "127.0.0.1", port)
-        await server.serve_forever()
-
-    asyncio.run(main())
-
 
 # -- the measurement ------------------------------------------------------------------------
 
@@ -212,6 +153,20 @@ def wrk(
     return found
 
 
+def check_answer(base: str, key: str) -> None:
+    """Stop unless the gateway answers from the upstream (wrk counts any 200 as a success, a
+    hand-off to a person too)."""
+    response = httpx.post(
+        f"{base}/v1/chat/completions",
+        json=BODY,
+        headers={"Authorization": f"Bearer {key}", "Cache-Control": "no-cache"},
+        timeout=30,
+    )
+    mvm = response.json().get("mvm") or {} if response.status_code == 200 else {}
+    if mvm.get("model") != "frontier":
+        sys.exit(f"mvm_chat did not answer from the upstream: {response.text[:500]}")
+
+
 def cache_hit_server_ms(base: str, key: str, n: int = 400) -> dict[str, float]:
     """An exact cache hit's duration inside the server (``Server-Timing``), sequentially."""
     headers = {"Authorization": f"Bearer {key}"}
@@ -274,26 +229,18 @@ def main() -> None:
     parser.add_argument("--connections", default="1,16")
     parser.add_argument("--label", default="", help="suffix of the JSON file (e.g. before)")
     parser.add_argument("--profile", type=Path, default=None, help="folder for py-spy output")
-    parser.add_argument("--upstream", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.upstream:
-        serve_upstream(args.upstream)
-        return
     work = Path(tempfile.mkdtemp(prefix="mvm-hotpath-"))
     database = f"mvm_bench_{uuid.uuid4().hex[:10]}"
-    up_port, port = free_port(), free_port()
-    upstream = Process.start(
-        "upstream", [sys.executable, __file__, "--upstream", str(up_port)], work / "upstream.log"
-    )
+    port = free_port()
+    upstream, upstream_url = start_upstream(work, tokens=0, delay_ms=0.0)
     _pg(f'CREATE DATABASE "{database}"')
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MVM_CHAT_")},
         "MVM_CHAT_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}",
     }
     (work / "mvm_chat.toml").write_text(
-        CONFIG.format(
-            redis=REDIS_URL, prefix=f"bench-{database}:", upstream=f"http://127.0.0.1:{up_port}/v1"
-        )
+        CONFIG.format(redis=REDIS_URL, prefix=f"bench-{database}:", upstream=f"{upstream_url}/v1")
     )
     cli = [sys.executable, "-m", "mvm_chat"]
     server: Process | None = None
@@ -315,13 +262,11 @@ def main() -> None:
         server = Process.start("mvm_chat", serve, work / "server.log", env)
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/readyz", server)
-        wait_http(f"http://127.0.0.1:{up_port}/v1/models", upstream)
         chat = f"{base}/v1/chat/completions"
+        check_answer(base, key)
         wrk(chat, key, 4, 2, cache=False)  # warm up
         results: dict[str, Any] = {
-            "upstream_c1": wrk(
-                f"http://127.0.0.1:{up_port}/v1/chat/completions", key, 1, args.duration, False
-            )
+            "upstream_c1": wrk(f"{upstream_url}/v1/chat/completions", key, 1, args.duration, False)
         }
         for c in (int(x) for x in args.connections.split(",")):
             spy = _profile(args.profile, f"nocache-c{c}", server.popen.pid, args.duration, c == 16)
