@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from mvm_chat.errors import ConfigError
+from mvm_chat.store.driver_pool import DriverPool
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 DISCONNECTED = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
@@ -48,7 +48,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 POOL_SIZE = 10
 """Postgres connections per server process in SQLAlchemy's pool (sessions, admin reads)."""
 DRIVER_POOL_SIZE = 10
-"""Postgres connections per server process in the hot path's asyncpg pool
+"""Postgres connections per server process in the hot path's pool (:class:`DriverPool`)
 (:meth:`Database.driver`); with :data:`POOL_SIZE`, 20 for statements (and one more listens
 for key changes, ``store/key_cache.py``)."""
 POOL_TIMEOUT_S = 30
@@ -86,13 +86,6 @@ def create_engine(url: str) -> AsyncEngine:
     raise ConfigError("database.url", f"unsupported database {parsed.drivername!r}")
 
 
-async def _no_reset_query(connection: Any) -> None:
-    # asyncpg rolls back an open transaction itself before calling this; its default reset
-    # adds a round trip per release (RESET ALL, UNLISTEN *...). The hot path sets no session
-    # state; a new user of Database.driver() must not either (no SET, advisory lock, LISTEN).
-    return None
-
-
 class Database:
     """The engine and session factory of one app instance."""
 
@@ -101,27 +94,23 @@ class Database:
         self.engine = create_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._driver_pool: asyncio.Task[Any] | None = None
+        self._driver_pool = self._new_driver_pool()
+
+    def _new_driver_pool(self) -> DriverPool | None:
+        if not self.is_postgres:
+            return None
+        return DriverPool(self._connect_driver, DRIVER_POOL_SIZE, POOL_TIMEOUT_S)
+
+    async def _connect_driver(self) -> Any:
+        # the hot path sets no session state on these connections; a new user of driver()
+        # must not either (no SET, advisory lock or LISTEN): they are reused as they are
+        return await asyncpg.connect(**self.asyncpg_options())
 
     def asyncpg_options(self) -> dict[str, Any]:
         """``asyncpg.connect``'s arguments for this database (Postgres): what SQLAlchemy's
         dialect would pass, so that URL options such as ``?ssl=require`` hold here too."""
         _, options = self.engine.dialect.create_connect_args(self.engine.url)
         return {k: v for k, v in options.items() if k not in SQLALCHEMY_ONLY}
-
-    def _asyncpg_pool(self) -> asyncio.Task[Any]:
-        # created on first use (it needs the running loop), once even when first asked for
-        # by many requests at the same time; it opens no connection until one is acquired
-        if self._driver_pool is None:
-            self._driver_pool = asyncio.ensure_future(
-                asyncpg.create_pool(
-                    min_size=0,
-                    max_size=DRIVER_POOL_SIZE,
-                    reset=_no_reset_query,
-                    **self.asyncpg_options(),
-                )
-            )
-        return self._driver_pool
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
@@ -135,15 +124,15 @@ class Database:
         """An asyncpg connection, in autocommit, from a pool of its own (Postgres only):
         for the hot path's few statements, compiled once with :func:`driver_sql`, without
         SQLAlchemy's work on each checkout and execution."""
-        pool = await asyncio.shield(self._asyncpg_pool())
-        async with pool.acquire(timeout=POOL_TIMEOUT_S) as connection:
+        if self._driver_pool is None:
+            raise ConfigError("database.url", "the hot path's asyncpg pool needs Postgres")
+        async with self._driver_pool.acquire() as connection:
             try:
                 yield connection
             except DISCONNECTED:
-                # this connection is dropped, and the others renewed on their next use,
-                # since they are likely dead too (as SQLAlchemy does with its pool)
-                connection.terminate()
-                await pool.expire_connections()
+                # the others are renewed on their next use, since they are likely dead too
+                # (as SQLAlchemy does with its pool)
+                self._driver_pool.expire()
                 await self.engine.dispose()
                 raise
 
@@ -174,10 +163,11 @@ class Database:
             return await conn.run_sync(read)
 
     async def dispose(self) -> None:
-        pool, self._driver_pool = self._driver_pool, None
+        """Close every connection; the database can still be used (with new ones)."""
+        pool, self._driver_pool = self._driver_pool, self._new_driver_pool()
         try:
             if pool is not None:
-                await (await pool).close()
+                await pool.close()
         finally:
             await self.engine.dispose()
 
