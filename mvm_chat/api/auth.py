@@ -1,4 +1,4 @@
-"""Bearer-key authentication and role guards."""
+"""Bearer-key authentication and the roles a route admits."""
 
 from __future__ import annotations
 

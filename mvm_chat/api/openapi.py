@@ -1,7 +1,7 @@
 """What Litestar's generated OpenAPI schema cannot know, added once the app is built.
 
 Litestar documents a handler's own return type and a generic 400; the statuses that come from
-the layers around a handler (the key check, the role guards, rate limits, request validation, the
+the layers around a handler (the key check, the route's roles, rate limits, request validation, the
 body size limit, an unavailable database) are added here, from the shape of each operation, as
 problem details, so that ``/schema`` lists every status a client can get and the body it
 carries. A handler declares the statuses of its own logic with ``responses=problems(...)``.

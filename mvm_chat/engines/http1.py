@@ -5,7 +5,8 @@ The ``openai`` engine uses it for upstreams it reaches without TLS or a proxy (a
 server next to the gateway, where the client's own cost is most of the added latency); httpx
 serves everything else. Failures are raised as httpx's exceptions, so that callers map both
 clients' errors alike. A request that fails on a reused connection before any byte of its
-response arrived (the server had closed the idle connection) is sent once more on a new one.
+response arrived, within :data:`STALE_RETRY_S` (the server had closed the idle connection), is
+sent once more on a new one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ IDLE_EXPIRY_S = 4.0
 """Idle connections are dropped before common servers' keep-alive timeouts (uvicorn: 5 s)."""
 MAX_HEADER_BYTES = 64 * 1024
 READ_BYTES = 64 * 1024
+STALE_RETRY_S = 0.5
+"""A reused connection that fails sooner than this after the request was sent had been closed
+by the server while idle: the request is sent again. Later, the server may have started to
+work on it (a whole answer arrives only when it is generated), so it is not sent twice."""
 
 
 def usable_for(base_url: str) -> bool:
@@ -238,10 +243,15 @@ class Http1Pool:
     async def _send(self, request: bytes) -> Response:
         conn = self._reuse()
         if conn is not None:
+            sent = time.monotonic()
             try:
                 return await self._exchange(conn, request)
-            except _Stale:
+            except _Stale as exc:
                 conn.close()
+                if time.monotonic() - sent >= STALE_RETRY_S:
+                    raise httpx.RemoteProtocolError(
+                        f"the server closed the connection: {exc}"
+                    ) from None
         conn = await self._connect()
         try:
             return await self._exchange(conn, request)
@@ -282,6 +292,9 @@ class Http1Pool:
         except (asyncio.LimitOverrunError, ValueError):
             conn.close()
             raise httpx.RemoteProtocolError("the server sent a malformed response") from None
+        except BaseException:  # cancelled: the response will never be read
+            conn.close()
+            raise
 
     async def aclose(self) -> None:
         for conn in self._idle:

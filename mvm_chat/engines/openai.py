@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -37,6 +38,9 @@ from mvm_chat.settings import ModelSettings
 POOL_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=4.0)
 """Kept-alive HTTP/1.1 connections to the upstream, enough for every concurrent call; idle
 ones are dropped before common servers' keep-alive timeouts (uvicorn's is 5 s) close them."""
+WHOLE_TOKENS_PER_S = 10.0
+"""The slowest generation a non-streamed call is sized for: an answer of up to ``timeout_s``
+times this many tokens (``max_tokens``) is asked for whole, a longer one streamed."""
 STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 """Failures before any response of a kept-alive connection that the server had closed."""
 
@@ -95,15 +99,15 @@ class OpenAIEngine:
     def upstream_model(self) -> str:
         return self.config.upstream_model or self.config.name
 
-    def _body(self, request: GenerationRequest) -> dict[str, Any]:
+    def _body(self, request: GenerationRequest, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.upstream_model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
-            "stream": request.stream,
+            "stream": stream,
         }
-        if request.stream:
+        if stream:
             body["stream_options"] = {"include_usage": True}
         if request.stop:
             body["stop"] = request.stop
@@ -114,14 +118,23 @@ class OpenAIEngine:
             raise EngineError(f"model {self.config.name}: constrained choices are not supported")
         self._inflight += 1
         try:
-            if request.stream:
-                async for event in self._stream(request):
+            if self.asks_whole(request):
+                for event in await self._whole(request):
                     yield event
             else:
-                for event in await self._whole(request):
+                async for event in self._stream(request):
                     yield event
         finally:
             self._inflight -= 1
+
+    def asks_whole(self, request: GenerationRequest) -> bool:
+        """Whether to ask the server for the whole answer at once (``stream: false``): when
+        the caller does not stream, and the answer is short enough to arrive within the read
+        timeout (``timeout_s``) from a server generating :data:`WHOLE_TOKENS_PER_S`; a longer
+        one is streamed, so that its bytes keep coming."""
+        return (
+            not request.stream and request.max_tokens <= self.config.timeout_s * WHOLE_TOKENS_PER_S
+        )
 
     @property
     def fast(self) -> http1.Http1Pool | None:
@@ -137,16 +150,18 @@ class OpenAIEngine:
 
     async def _send(self, body: dict[str, Any]) -> httpx.Response | http1.Response:
         """POST ``body`` and read the response's headers; once more, on a new connection,
-        when a kept-alive connection turns out to have been closed by the server."""
+        when a kept-alive connection turns out to have been closed by the server (a failure
+        within ``http1.STALE_RETRY_S``)."""
         fast = self.fast
         if fast is not None:
             return await fast.post("chat/completions", msgspec.json.encode(body))
         for attempt in range(2):
             request = self.client.build_request("POST", "chat/completions", json=body)
+            sent = time.monotonic()
             try:
                 return await self.client.send(request, stream=True)
             except STALE_CONNECTION:
-                if attempt:
+                if attempt or time.monotonic() - sent >= http1.STALE_RETRY_S:
                     raise
         raise AssertionError("unreachable")
 
@@ -155,7 +170,7 @@ class OpenAIEngine:
         :class:`Finished`."""
         name = self.config.name
         try:
-            response = await self._send(self._body(request))
+            response = await self._send(self._body(request, stream=False))
             try:
                 content = await response.aread()
             finally:
@@ -183,7 +198,7 @@ class OpenAIEngine:
         answer: list[str] = []
         generated = 0
         try:
-            response = await self._send(self._body(request))
+            response = await self._send(self._body(request, stream=True))
             try:
                 if response.status_code != 200:
                     content = await response.aread()

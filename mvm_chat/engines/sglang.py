@@ -144,8 +144,8 @@ class SglangEngine(OpenAIEngine):
 
     # -- chat ---------------------------------------------------------------------------------
 
-    def _body(self, request: GenerationRequest) -> dict[str, Any]:
-        body = super()._body(request)
+    def _body(self, request: GenerationRequest, stream: bool) -> dict[str, Any]:
+        body = super()._body(request, stream)
         body["logprobs"] = True
         if request.choices:
             body["regex"] = choice_regex(request.choices)
@@ -154,7 +154,7 @@ class SglangEngine(OpenAIEngine):
     async def complete(self, request: GenerationRequest) -> Completion:
         """One chat completion that is not streamed (``stream: false``), with token logprobs."""
         name = self.config.name
-        body = self._body(dataclasses.replace(request, stream=False))
+        body = self._body(request, stream=False)
         data = await self._post_json("chat/completions", body)
         answer = completion_of(data, name, request.messages)
         reason = checked(name, request.choices, answer.text, answer.finish_reason)

@@ -124,15 +124,16 @@ class Database:
         """An asyncpg connection, in autocommit, from a pool of its own (Postgres only):
         for the hot path's few statements, compiled once with :func:`driver_sql`, without
         SQLAlchemy's work on each checkout and execution."""
-        if self._driver_pool is None:
+        pool = self._driver_pool
+        if pool is None:
             raise ConfigError("database.url", "the hot path's asyncpg pool needs Postgres")
-        async with self._driver_pool.acquire() as connection:
+        async with pool.acquire() as connection:
             try:
                 yield connection
             except DISCONNECTED:
                 # the others are renewed on their next use, since they are likely dead too
                 # (as SQLAlchemy does with its pool)
-                self._driver_pool.expire()
+                pool.expire()
                 await self.engine.dispose()
                 raise
 

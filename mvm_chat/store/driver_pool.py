@@ -65,7 +65,7 @@ class DriverPool:
         self._give_back(connection)
 
     async def _take(self) -> Any:
-        deadline: float | None = None
+        deadline: float | None = None  # set when the caller first has to connect or wait
         while True:
             if self._closed:
                 raise asyncpg.InterfaceError("the connection pool is closed")
@@ -76,17 +76,18 @@ class DriverPool:
                     return connection
                 self._open -= 1
                 connection.terminate()
+            loop = asyncio.get_running_loop()
+            if deadline is None:
+                deadline = loop.time() + self.timeout_s
             if self._open < self.size:
                 self._open += 1
                 try:
-                    return await self._connect()
+                    async with asyncio.timeout_at(deadline):
+                        return await self._connect()
                 except BaseException:
                     self._open -= 1
                     self._wake()
                     raise
-            loop = asyncio.get_running_loop()
-            if deadline is None:
-                deadline = loop.time() + self.timeout_s
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
@@ -103,7 +104,11 @@ class DriverPool:
         if self._closed or connection.is_closed() or connection.is_in_transaction():
             self._discard(connection)
             return
-        self._idle.append((connection, time.monotonic()))
+        now, idle = time.monotonic(), self._idle
+        while idle and now - idle[0][1] >= MAX_IDLE_S:  # the oldest first: reuse takes the newest
+            self._open -= 1
+            idle.pop(0)[0].terminate()
+        idle.append((connection, now))
         self._wake()
 
     def _discard(self, connection: Any) -> None:

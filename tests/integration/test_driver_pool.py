@@ -40,12 +40,10 @@ async def test_a_connection_is_reused(pool: DriverPool) -> None:
 
 
 async def test_at_most_size_connections_then_a_caller_waits(pool: DriverPool) -> None:
-    held = asyncio.Event()
     release = asyncio.Event()
 
     async def hold() -> Any:
         async with pool.acquire() as connection:
-            held.set()
             await release.wait()
             return connection
 
@@ -65,8 +63,9 @@ async def test_no_free_connection_in_time_is_a_timeout(pool: DriverPool) -> None
         with pytest.raises(TimeoutError):
             async with pool.acquire():
                 pass
-    async with pool.acquire() as connection:  # a waiter that gave up leaves nothing behind
-        assert await connection.fetchval("SELECT 2") == 2
+    assert pool.in_use == 0  # a waiter that gave up leaves nothing behind
+    async with pool.acquire() as first, pool.acquire() as second:
+        assert await first.fetchval("SELECT 2") == await second.fetchval("SELECT 2") == 2
 
 
 async def test_a_statement_error_keeps_the_connection(pool: DriverPool) -> None:
@@ -98,24 +97,51 @@ async def test_a_cancelled_statement_drops_the_connection(pool: DriverPool) -> N
         assert fresh is not seen[0] and await fresh.fetchval("SELECT 4") == 4
 
 
+async def test_a_broken_connection_is_dropped(pool: DriverPool, pg_url: str) -> None:
+    broken = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
+    # asyncpg reports a backend that is gone in more than one way, depending on timing
+    with pytest.raises((*broken, asyncpg.exceptions.InternalClientError)):
+        async with pool.acquire() as doomed:
+            pid = await doomed.fetchval("SELECT pg_backend_pid()")
+            async with pool.acquire() as other:
+                await other.fetchval("SELECT pg_terminate_backend($1)", pid)
+            await doomed.fetchval("SELECT 5")
+    assert doomed.is_closed() and pool.in_use == 0
+    async with pool.acquire() as fresh:
+        assert fresh is not doomed and await fresh.fetchval("SELECT 6") == 6
+
+
+async def test_a_failed_connect_gives_its_place_back(pool: DriverPool) -> None:
+    async def refused() -> Any:
+        raise OSError("connection refused")
+
+    real, pool._connect = pool._connect, refused
+    with pytest.raises(OSError):
+        async with pool.acquire():
+            pass
+    pool._connect = real
+    assert pool.in_use == 0
+    async with pool.acquire() as first, pool.acquire() as second:  # both places are there
+        assert first is not second
+
+
 async def test_closing_ends_the_waiters_and_closes_the_free_connections(
     pool: DriverPool,
 ) -> None:
-    async with pool.acquire() as idle:
-        pass
+    async with pool.acquire() as taken_later, pool.acquire() as stays_free:
+        pass  # given back in turn: stays_free, then taken_later (the newest, reused first)
     release = asyncio.Event()
 
     async def hold() -> None:
         async with pool.acquire():
             await release.wait()
 
-    holders = [asyncio.create_task(hold()) for _ in range(2)]
-    await until(lambda: pool.in_use == 2)
-    waiter = asyncio.create_task(hold())
-    await asyncio.sleep(0.05)
+    holder = asyncio.create_task(hold())
+    await until(lambda: pool.in_use == 1)
     await pool.close()
+    assert stays_free.is_closed() and not taken_later.is_closed()
     with pytest.raises(asyncpg.InterfaceError, match="closed"):
-        await waiter
+        await hold()
     release.set()
-    await asyncio.gather(*holders)
-    assert idle.is_closed() and pool.in_use == 0
+    await holder
+    assert taken_later.is_closed() and pool.in_use == 0

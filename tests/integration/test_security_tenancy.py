@@ -47,6 +47,7 @@ EXPECTED_OPEN = {
 the dashboard's HTML pages check the admin cookie themselves (see tests/integration/
 test_dashboard.py). A new route that is open must be added here, on purpose."""
 
+
 @dataclass
 class Site:
     server: Server

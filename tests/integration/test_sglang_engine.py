@@ -95,6 +95,21 @@ async def test_a_caller_that_does_not_stream_gets_the_answer_whole(
     assert body["stream"] is False and "stream_options" not in body and body["logprobs"] is True
 
 
+async def test_a_long_answer_is_streamed_though_the_caller_does_not_stream(
+    engine: SglangEngine, standin: str
+) -> None:
+    """Asked for whole, an answer arrives only when generated: past what the read timeout
+    allows at 10 tokens/s, it is streamed so that its bytes keep coming."""
+    longest = int(engine.config.timeout_s * 10)
+    for max_tokens in (longest, longest + 1):
+        request = GenerationRequest(REQUEST.messages, max_tokens=max_tokens, stream=False)
+        events = [event async for event in engine.stream(request)]
+        assert "".join(e.text for e in events if isinstance(e, TokenDelta)) == (
+            "You said: Say hello to the world."
+        )
+    assert [b["stream"] for b in seen(standin, "/v1/chat/completions")] == [False, True]
+
+
 async def test_a_low_logprob_reaches_the_caller(engine: SglangEngine, script: Any) -> None:
     script(logprob=-3.5)
     events = [event async for event in engine.stream(REQUEST)]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
+from mvm_chat.engines import http1
 from mvm_chat.engines.http1 import Http1Pool, usable_for
 
 SSE = b"data: one\n\ndata: two\n\ndata: [DONE]\n\n"
@@ -92,6 +93,49 @@ async def test_a_connection_the_server_closed_is_replaced() -> None:
             assert await _lines(pool) == ["data: one", "data: two", "data: [DONE]"]
             await asyncio.sleep(0.05)  # the server's close arrives
         assert connections[0] == 3
+        await pool.aclose()
+
+
+@pytest.mark.parametrize(("closes_after_s", "sent_again"), [(0.0, True), (0.3, False)])
+async def test_a_request_is_sent_again_only_when_its_connection_failed_at_once(
+    monkeypatch: pytest.MonkeyPatch, closes_after_s: float, sent_again: bool
+) -> None:
+    """A kept-alive connection that closes as the request arrives had been closed idle: the
+    request goes again on a new one. One that closes later may have been worked on (a whole
+    answer is only sent when generated): no second request, an error."""
+    monkeypatch.setattr(http1, "STALE_RETRY_S", 0.1)
+    requests: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = 0
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            requests.append(1)
+            served += 1
+            if served == 2:  # the second request on this connection: dropped unanswered
+                await asyncio.sleep(closes_after_s)
+                break
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(SSE), SSE))
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        pool = Http1Pool(f"http://127.0.0.1:{port}/v1/", {}, 2, GENEROUS_S)
+        assert await _lines(pool) == ["data: one", "data: two", "data: [DONE]"]
+        if sent_again:
+            assert await _lines(pool) == ["data: one", "data: two", "data: [DONE]"]
+            assert len(requests) == 3
+        else:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await _lines(pool)
+            assert len(requests) == 2
         await pool.aclose()
 
 
