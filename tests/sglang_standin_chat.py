@@ -134,7 +134,8 @@ def chat_routes(standin: StandIn, served: str) -> list[Any]:
         logprobs = bool(body.get("logprobs"))
         top = int(body.get("top_logprobs") or 0)
         if not stream:
-            return standin.whole("chat", response(model, result, prompt_tokens, logprobs, top))
+            body = response(model, result, prompt_tokens, logprobs, top)
+            return await standin.whole("chat", body, len(result.pieces))
         options = body.get("stream_options") or {}
 
         async def frames() -> AsyncIterator[bytes]:

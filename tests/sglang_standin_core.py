@@ -122,8 +122,16 @@ class StandIn:
             return Response(b"<html>upstream broke</html>", media_type="application/json")
         return None
 
-    def whole(self, route: str, body: Any) -> Response[Any]:
-        """A JSON answer; with a ``truncate`` or ``drop`` fault, cut short like a stream."""
+    async def whole(self, route: str, body: Any, tokens: int = 0) -> Response[Any]:
+        """A JSON answer, sent when its ``tokens`` are generated (``token_delay_s`` each, the
+        request running meanwhile, as SGLang answers a request that is not streamed); with a
+        ``truncate`` or ``drop`` fault, cut short like a stream."""
+        if tokens and self.control.token_delay_s:
+            self.live += 1
+            try:
+                await asyncio.sleep(tokens * self.control.token_delay_s)
+            finally:
+                self.live -= 1
         if self.fault(route) not in ("truncate", "drop", "stall"):
             return json_body(body)
         data = json.dumps(body).encode()

@@ -122,7 +122,8 @@ def native_routes(standin: StandIn, served: str) -> list[Any]:
             ]
             if not batch:
                 results[0]["meta_info"]["id"] = rid
-            return standin.whole("generate", results if batch else results[0])
+            tokens = max((len(a.pieces) for _, a in outputs), default=0)
+            return await standin.whole("generate", results if batch else results[0], tokens)
         prompt_tokens, result = outputs[0]
 
         async def frames() -> AsyncIterator[bytes]:
