@@ -178,17 +178,14 @@ class OpenAIEngine:
         except httpx.HTTPError as exc:
             raise transport_error(name, exc) from None
         if response.status_code != 200:
-            failed = (
-                response.as_httpx(content) if isinstance(response, http1.Response) else response
-            )
-            raise EngineError(status_problem(name, failed))
+            raise _status_error(name, response, content)
         answer = completion_of(parse_body(content, name), name, request.messages)
         reason = checked(name, request.choices, answer.text, answer.finish_reason)
+        finished = Finished(answer.usage, reason)
+        if not answer.text:
+            return [finished]
         tokens = max(1, answer.usage.completion_tokens)
-        events: list[StreamEvent] = [Finished(answer.usage, reason)]
-        if answer.text:
-            events.insert(0, TokenDelta(answer.text, tokens, answer.logprobs))
-        return events
+        return [TokenDelta(answer.text, tokens, answer.logprobs), finished]
 
     async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         name = self.config.name
@@ -201,13 +198,7 @@ class OpenAIEngine:
             response = await self._send(self._body(request, stream=True))
             try:
                 if response.status_code != 200:
-                    content = await response.aread()
-                    failed = (
-                        response.as_httpx(content)
-                        if isinstance(response, http1.Response)
-                        else response
-                    )
-                    raise EngineError(status_problem(name, failed))
+                    raise _status_error(name, response, await response.aread())
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -255,3 +246,11 @@ class OpenAIEngine:
 
     async def model_info(self) -> dict[str, Any]:
         return {"engine": self.kind, "upstream_model": self.upstream_model}
+
+
+def _status_error(
+    name: str, response: httpx.Response | http1.Response, content: bytes
+) -> EngineError:
+    """The error for a response that is not a 200, from its status and read ``content``."""
+    failed = response.as_httpx(content) if isinstance(response, http1.Response) else response
+    return EngineError(status_problem(name, failed))
