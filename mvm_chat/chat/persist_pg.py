@@ -9,10 +9,13 @@ rows), so SQLAlchemy compiles each once and asyncpg keeps it prepared.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, cast
 
+import msgspec
 from sqlalchemy import JSON, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
 
@@ -36,19 +39,34 @@ the messages, the ledger rows and the rollup rows, in the order write_new_conver
 them."""
 
 
+_JSON = msgspec.json.Encoder()
+
+
 @dataclass(frozen=True, slots=True)
 class _Compiled:
-    """A statement compiled once: its SQL and where each positional parameter comes from."""
+    """A statement compiled once: its SQL and how to take its positional parameters from the
+    rows."""
 
     sql: str
-    sources: tuple[tuple[int, int, str, bool], ...]
-    """Per parameter: its group, row and column, and whether it is a JSON column's (passed
-    serialised, as SQLAlchemy's JSON type does)."""
+    runs: tuple[tuple[int, int, Callable[[Mapping[str, Any]], tuple[Any, ...]]], ...]
+    """The parameters in order, as runs from one row each: its group, its row, and a getter
+    of the run's columns (``itemgetter``: one C call per row rather than a lookup per
+    parameter)."""
+    json_at: tuple[int, ...]
+    """Positions of JSON columns' parameters (passed serialised, as SQLAlchemy's JSON type
+    does)."""
 
 
-def _source(name: str, is_json: bool) -> tuple[int, int, str, bool]:
+def _source(name: str) -> tuple[int, int, str]:
     prefix, column = name.split("_", 1)
-    return _GROUPS[prefix[0]], int(prefix[1:] or 0), column, is_json
+    return _GROUPS[prefix[0]], int(prefix[1:] or 0), column
+
+
+def _getter(columns: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    if len(columns) == 1:  # itemgetter of one key returns the value, not a 1-tuple
+        [column] = columns
+        return lambda row: (row[column],)
+    return itemgetter(*columns)
 
 
 _STATEMENTS: dict[tuple[int, int], _Compiled] = {}
@@ -78,11 +96,16 @@ def _statement(dialect: Dialect, ledger_rows: int, rollup_rows: int) -> _Compile
             ledger.cte("new_ledger"),
         )
         compiled = statement.compile(dialect=dialect)
-        sources = tuple(
-            _source(name, isinstance(compiled.binds[name].type, JSON))
-            for name in compiled.positiontup or ()
+        names = compiled.positiontup or []
+        runs = tuple(
+            (group, row, _getter([column for _, _, column in run]))
+            for (group, row), run in groupby(map(_source, names), key=lambda s: s[:2])
         )
-        found = _STATEMENTS[ledger_rows, rollup_rows] = _Compiled(str(compiled), sources)
+        json_at = tuple(
+            i for i, name in enumerate(names) if isinstance(compiled.binds[name].type, JSON)
+        )
+        found = _Compiled(str(compiled), runs, json_at)
+        _STATEMENTS[ledger_rows, rollup_rows] = found
     return found
 
 
@@ -102,9 +125,10 @@ async def write_new_conversation(
     in one statement (through asyncpg itself, outside any transaction)."""
     compiled = _statement(db.engine.dialect, len(ledger), len(rollups))
     groups = ((conversation,), messages, ledger, rollups)
-    values = [
-        json.dumps(groups[group][row][column]) if is_json else groups[group][row][column]
-        for group, row, column, is_json in compiled.sources
-    ]
+    values: list[Any] = []
+    for group, row, take in compiled.runs:
+        values += take(groups[group][row])
+    for i in compiled.json_at:
+        values[i] = _JSON.encode(values[i]).decode()
     async with db.driver() as driver:
         await driver.execute(compiled.sql, *values)
