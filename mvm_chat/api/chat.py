@@ -6,9 +6,9 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from decimal import Decimal
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import Parameter
-from litestar.response import Stream
+from litestar.types import ASGIApp
 from sqlalchemy import func, select
 
 from mvm_chat.api.auth import principal_of
@@ -22,7 +22,7 @@ from mvm_chat.api.schemas import (
     NewConversation,
     StoredMessage,
 )
-from mvm_chat.api.turns import answer, begin_turn, frames, sse
+from mvm_chat.api.turns import JsonReply, answer, begin_turn, event_stream, frames, sse
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import TurnEvent, TurnRequest
 from mvm_chat.errors import NotFound
@@ -142,7 +142,7 @@ class ConversationController(Controller):
         services: Services,
         conversation_id: ConversationId,
         data: MessageRequest,
-    ) -> Response[Any]:
+    ) -> ASGIApp:
         turn = TurnRequest(
             principal=principal_of(request),
             text=data.content,
@@ -156,13 +156,9 @@ class ConversationController(Controller):
         )
         events, _ = await begin_turn(request, services, turn)
         if data.stream:
-            return Stream(
-                _sse_frames(events),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
-            )
+            return event_stream(request, _sse_frames(events), {})
         result = await answer(events)
-        return Response(
+        return JsonReply(
             MessageReply(
                 id=result.message_id,
                 conversation_id=result.conversation_id,

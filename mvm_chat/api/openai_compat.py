@@ -7,13 +7,13 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from litestar import Request, Response, get, post
-from litestar.response import Stream
+from litestar import Request, get, post
+from litestar.types import ASGIApp
 
 from mvm_chat.api.auth import principal_of
 from mvm_chat.api.openapi import problems
 from mvm_chat.api.schemas import ChatCompletionRequest, ModelCard, ModelList
-from mvm_chat.api.turns import answer, begin_turn, error_frame, sse
+from mvm_chat.api.turns import JsonReply, answer, begin_turn, error_frame, event_stream, sse
 from mvm_chat.chat.router import AUTO
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.tenant_tiers import tenant_settings
@@ -135,19 +135,16 @@ async def _chunks(
 )
 async def chat_completions(
     request: Request[Any, Any, Any], data: ChatCompletionRequest, services: Services
-) -> Response[Any]:
+) -> ASGIApp:
     """Answer with the minimum viable model (``model: "auto"``) or a named catalog model."""
     events, conversation_id = await begin_turn(request, services, _turn_request(request, data))
     created = int(time.time())
     headers = {"X-Conversation-Id": conversation_id}
     if data.stream:
-        return Stream(
-            _chunks(events, f"chatcmpl-{request.state.request_id}", created),
-            media_type="text/event-stream",
-            headers={**headers, "Cache-Control": "no-cache"},
-        )
+        chunks = _chunks(events, f"chatcmpl-{request.state.request_id}", created)
+        return event_stream(request, chunks, headers)
     result = await answer(events)
-    return Response(_completion(result, created), headers=headers)
+    return JsonReply(_completion(result, created), headers)
 
 
 @get("/v1/models", summary="The models this key may use, OpenAI shape")

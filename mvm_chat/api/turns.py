@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
 import structlog
 from litestar import Request
+from litestar.response import Stream
+from litestar.serialization import encode_json
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from mvm_chat.api.errors import problem_for
 from mvm_chat.api.idempotency import claim_for, replay_of, replayed
@@ -84,6 +87,41 @@ async def answer(events: AsyncGenerator[TurnEvent, None]) -> TurnResult:
     if result is None:
         raise RuntimeError("turn ended without a result")
     return result
+
+
+class JsonReply:
+    """A turn's JSON reply as a bare ASGI app (status 200), for a route annotated ``-> ASGIApp``.
+
+    Litestar passes an ASGI app a handler returns straight through, where a ``Response`` is
+    resolved against the route's layers (headers, cookies, type encoders, hooks) on every
+    request: the turn routes configure none, and that resolution showed in the hot path's
+    profile. The body is encoded as a ``Response`` would encode it (``encode_json``)."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, content: Any, headers: dict[str, str] | None = None) -> None:
+        self.body = encode_json(content)
+        self.headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(self.body)),
+        ]
+        for name, value in (headers or {}).items():
+            self.headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
+def event_stream(
+    request: Request[Any, Any, Any], chunks: AsyncIterator[bytes], headers: dict[str, str]
+) -> ASGIApp:
+    """A turn's server-sent events, as the ASGI app Litestar makes of a ``Stream`` (it
+    watches for the client going away and stops the stream)."""
+    stream = Stream(
+        chunks, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"}
+    )
+    return stream.to_asgi_response(app=None, request=request)
 
 
 def frame(event: Routed | TokenDelta | TurnResult) -> dict[str, Any]:
