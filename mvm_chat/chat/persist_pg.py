@@ -15,11 +15,10 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any, cast
 
-import msgspec
 from sqlalchemy import JSON, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
 
-from mvm_chat.store.db import Database
+from mvm_chat.store.db import Database, json_text
 from mvm_chat.store.models import Conversation, LedgerEntry, Message
 from mvm_chat.store.rollups import rollup_upsert
 
@@ -39,9 +38,6 @@ the messages, the ledger rows and the rollup rows, in the order write_new_conver
 them."""
 
 
-_JSON = msgspec.json.Encoder()
-
-
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     """A statement compiled once: its SQL and how to take its positional parameters from the
@@ -53,8 +49,7 @@ class _Compiled:
     of the run's columns (``itemgetter``: one C call per row rather than a lookup per
     parameter)."""
     json_at: tuple[int, ...]
-    """Positions of JSON columns' parameters (passed serialised, as SQLAlchemy's JSON type
-    does)."""
+    """Positions of JSON columns' parameters (passed serialised, by the engine's serialiser)."""
 
 
 def _source(name: str) -> tuple[int, int, str]:
@@ -129,6 +124,6 @@ async def write_new_conversation(
     for group, row, take in compiled.runs:
         values += take(groups[group][row])
     for i in compiled.json_at:
-        values[i] = _JSON.encode(values[i]).decode()
+        values[i] = json_text(values[i])
     async with db.driver() as driver:
         await driver.execute(compiled.sql, *values)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+import msgspec
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -59,6 +60,16 @@ SQLALCHEMY_ONLY = frozenset(
 """Connection options in a database URL that SQLAlchemy's asyncpg dialect takes for itself."""
 
 
+_JSON = msgspec.json.Encoder()
+
+
+def json_text(value: Any) -> str:
+    """How a JSON column's value is written, on every path and database: msgspec's JSON
+    (a few times faster than ``json.dumps``; UTF-8 rather than ``\\u`` escapes; Decimal,
+    datetime and UUID as strings; a type JSON cannot hold raises ``TypeError``)."""
+    return _JSON.encode(value).decode()
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url`` (SQLite through aiosqlite or Postgres through asyncpg)."""
     try:
@@ -67,7 +78,7 @@ def create_engine(url: str) -> AsyncEngine:
         raise ConfigError("database.url", f"not a database URL: {url!r}") from None
     if parsed.drivername.startswith("sqlite"):
         _prepare_sqlite_path(url)
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, json_serializer=json_text)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.drivername.startswith("postgresql"):
@@ -82,6 +93,7 @@ def create_engine(url: str) -> AsyncEngine:
             max_overflow=0,
             pool_timeout=POOL_TIMEOUT_S,
             pool_recycle=1800,
+            json_serializer=json_text,
         )
     raise ConfigError("database.url", f"unsupported database {parsed.drivername!r}")
 

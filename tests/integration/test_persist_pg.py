@@ -14,7 +14,7 @@ from sqlalchemy import select
 from mvm_chat.chat import persist_pg
 from mvm_chat.store.db import Database, upgrade
 from mvm_chat.store.models import Conversation, LedgerEntry, Message, Tenant, new_id, utcnow
-from mvm_chat.store.rollups import SUMS, ledger_rollups, rollup_rows
+from mvm_chat.store.rollups import KEY, SUMS, ledger_rollups, rollup_rows
 
 pytestmark = pytest.mark.postgres
 
@@ -41,7 +41,7 @@ def _turn(tenant_id: str, models: list[str]) -> dict[str, Any]:
         "title": "Où est ma carte ?",
         "status": "open",
         "tier": "api",
-        "metadata": {"routing": {"turns": 1, "tiers": ["local", "api"]}},
+        "metadata": {"routing": {"turns": 1, "tiers": ["local", "api"], "seuil": 0.75}},
         "created_at": now,
         "updated_at": now + timedelta(microseconds=1),
     }
@@ -59,8 +59,8 @@ def _turn(tenant_id: str, models: list[str]) -> dict[str, Any]:
             "created_at": now + timedelta(milliseconds=seq),
         }
         for id_, seq, role, content, model, tier, metadata in (
-            (new_id(), 0, "user", "Où est ma carte ? 🙂", None, None, {}),
-            (answer_id, 1, "assistant", 'It "ships" in 3 days.', models[-1], "api", {"n": [1]}),
+            (new_id(), 0, "user", "Où est ma carte ? 🙂", None, "local", {}),
+            (answer_id, 1, "assistant", 'It "ships" in 3 days.', models[-1], "api", {"n": "ü"}),
         )
     ]
     ledger = [
@@ -78,21 +78,25 @@ def _turn(tenant_id: str, models: list[str]) -> dict[str, Any]:
             "prompt_tokens": 11 + attempt,
             "completion_tokens": 7 + attempt,
             "latency_ms": 40 * (attempt + 1),
-            "ttft_ms": None if attempt else 9,
+            "ttft_ms": None if attempt == 1 else 9 + attempt,
             "cache": "miss",
             "status": "escalated" if attempt < len(models) - 1 else "ok",
             "cost_usd": Decimal("0.000123456"),
             "baseline_cost_usd": Decimal("0.002"),
-            "escalation_reason": "low confidence" if attempt else None,
+            "escalation_reason": f"low confidence {attempt}" if attempt != 1 else None,
             "created_at": now,
         }
         for attempt, model in enumerate(models)
     ]
+    # the rollup increments as rollup_rows makes them, each sum then set apart from the others
+    rollups = rollup_rows(ledger)
+    for r, row in enumerate(rollups):
+        row.update({name: 1000 * r + i + 1 for i, name in enumerate(SUMS)})
     return {
         "conversation": conversation,
         "messages": messages,
         "ledger": ledger,
-        "rollups": rollup_rows(ledger),
+        "rollups": rollups,
     }
 
 
@@ -138,8 +142,7 @@ async def test_every_column_is_written(db: Database, models: list[str]) -> None:
     assert [_columns(m) for m in messages] == turn["messages"]
     assert [_columns(e, skip="id") for e in ledger] == turn["ledger"]
     assert [dict(r._mapping) for r in rollups] == turn["rollups"]
-    assert sum(r.requests for r in rollups) == len(models)
-    assert {name for name in SUMS} <= set(rollups[0]._mapping)
+    assert set(rollups[0]._mapping) == {*KEY, *SUMS}
 
 
 def _columns(row: Any, skip: str = "") -> dict[str, Any]:
