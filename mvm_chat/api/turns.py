@@ -94,19 +94,23 @@ class JsonReply:
 
     Litestar passes an ASGI app a handler returns straight through, where a ``Response`` is
     resolved against the route's layers (headers, cookies, type encoders, hooks) on every
-    request: the turn routes configure none, and that resolution showed in the hot path's
-    profile. The body is encoded as a ``Response`` would encode it (``encode_json``)."""
+    request; that resolution showed in the hot path's profile. So the layers' response
+    settings (``response_headers``, ``response_cookies``, ``type_encoders``, ``after_request``)
+    do not apply to the turn routes: the app sets none. The body is encoded as a ``Response``
+    encodes it (``encode_json``), the headers come in the order a ``Response`` sends them."""
 
     __slots__ = ("body", "headers")
 
     def __init__(self, content: Any, headers: dict[str, str] | None = None) -> None:
         self.body = encode_json(content)
         self.headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in (headers or {}).items()
+        ]
+        self.headers += [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(self.body)),
         ]
-        for name, value in (headers or {}).items():
-            self.headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
