@@ -7,6 +7,7 @@ import re
 import sys
 import time
 from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
@@ -67,6 +68,33 @@ class _Timestamp:
             self._second = (second, text)  # one assignment: safe for threads that log
         event["timestamp"] = f"{text}.{int((now - second) * 1_000_000):06d}Z"
         return event
+
+
+_REQUEST_LINE: ContextVar[dict[str, Any] | None] = ContextVar("mvm_chat_request_line", default=None)
+"""The fields :func:`report` added for the line of this context's HTTP request. A dict shared
+by reference, so that what a task the request spawned reports (a streamed reply runs in one)
+reaches the line too, where a context variable's own changes would stay in that task."""
+
+
+def start_request_line(**fields: Any) -> dict[str, Any]:
+    """Start an HTTP request's log context with ``fields`` bound; returns the fields that
+    :func:`report` adds meanwhile, for the one line the request middleware writes at its end."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(**fields)
+    line: dict[str, Any] = {}
+    _REQUEST_LINE.set(line)
+    return line
+
+
+def report(logger: Any, event: str, **fields: Any) -> None:
+    """Log ``fields`` on the current HTTP request's line when there is one (one line per
+    request, not one per step: each line costs the worker's hot path a few percent), else as
+    an ``event`` line of their own (a turn over a WebSocket)."""
+    line = _REQUEST_LINE.get()
+    if line is not None:
+        line.update(fields)
+    else:
+        logger.info(event, **fields)
 
 
 def configure_logging(level: str = "info") -> None:

@@ -10,6 +10,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from mvm_chat.api.errors import problem_for
+from mvm_chat.logging import start_request_line
 from mvm_chat.metrics import Metrics
 from mvm_chat.store.models import new_id
 
@@ -33,8 +34,7 @@ class RequestContextMiddleware:
             return
         request_id = new_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        line = start_request_line(request_id=request_id)
         started = time.perf_counter()
         status = 500
 
@@ -61,11 +61,11 @@ class RequestContextMiddleware:
             self.metrics.series(self.metrics.requests, route, method, str(status)).inc()
             self.metrics.series(self.metrics.latency, route, method).observe(elapsed)
             user = scope.get("user")
-            log.info(
-                "request",
+            line.update(
                 method=method,
                 path=scope.get("path"),
                 status=status,
                 latency_ms=round(elapsed * 1000, 2),
                 tenant=getattr(user, "tenant", None),
             )
+            log.info("request", **line)

@@ -16,6 +16,7 @@ from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import PreparedTurn, TurnResult
 from mvm_chat.engines.base import Usage
 from mvm_chat.ledger.ledger import CallRecord, price
+from mvm_chat.logging import report
 from mvm_chat.settings import ModelSettings
 from mvm_chat.types import Turn
 
@@ -126,11 +127,13 @@ async def finish(
         handoff_id=handoff.id if handoff else None,
         budget=budget,
     )
-    log.info(
+    report(
+        log,
         "turn.complete",
+        conversation_id=prepared.conversation_id,
         model=answer_by.name,
         tier=answer_by.tier,
-        latency_ms=round(final.latency_s * 1000) if final else 0,
+        call_latency_ms=round(final.latency_s * 1000) if final else 0,
         ttft_ms=round(final.ttft_s * 1000) if final and final.ttft_s is not None else None,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,

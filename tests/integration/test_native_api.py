@@ -6,6 +6,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -211,27 +212,45 @@ def test_system_routes(sqlite_server: Server, api: httpx.Client) -> None:
     assert 'mvm_tokens_total{kind="completion",model="smollm2-135m",tier="local"}' in metrics
 
 
+def _request_lines(server: Server, request_id: str) -> list[dict[str, Any]]:
+    """The log lines of one request, once its request line is written (after the reply)."""
+
+    def lines() -> list[dict[str, Any]]:
+        text = server.log.read_text().splitlines()
+        return [json.loads(x) for x in text if x.startswith("{") and request_id in x]
+
+    until(lambda: any(x["event"] == "request" for x in lines()), f"the line of {request_id}")
+    return lines()
+
+
 def test_request_id_header_and_json_logs(sqlite_server: Server, api: httpx.Client) -> None:
     response = api.post(
         "/v1/chat/completions",
         json={"model": "auto", "messages": [{"role": "user", "content": "log me"}]},
     )
-    request_id = response.headers["x-request-id"]
-    lines = [
-        json.loads(line)
-        for line in sqlite_server.log.read_text().splitlines()
-        if line.startswith("{")
+    mine = _request_lines(sqlite_server, response.headers["x-request-id"])
+    # one line per request: the turn's summary rides on the request's line
+    assert [entry["event"] for entry in mine] == ["request"]
+    [line] = mine
+    assert line["method"] == "POST" and line["path"] == "/v1/chat/completions"
+    assert line["status"] == 200 and line["latency_ms"] > 0
+    assert line["model"] == "smollm2-135m" and line["tier"] == "local"
+    assert line["tenant"] == "acme"
+    assert line["conversation_id"] == response.json()["mvm"]["conversation_id"]
+    assert line["completion_tokens"] == response.json()["usage"]["completion_tokens"]
+    assert line["cache"] in ("miss", "hit") and line["attempts"] == 1
+    assert 0 <= line["call_latency_ms"] <= line["latency_ms"]
+
+    # a streamed reply's line is written when the stream ends, with the turn on it too
+    body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": "log me"}]}
+    with api.stream("POST", "/v1/chat/completions", json=body) as streamed:
+        request_id = streamed.headers["x-request-id"]
+        assert "[DONE]" in "".join(streamed.iter_text())
+    logged = _request_lines(sqlite_server, request_id)
+    assert [(x["event"], x["status"], x["model"]) for x in logged] == [
+        ("request", 200, "smollm2-135m")
     ]
-    turn = [
-        entry
-        for entry in lines
-        if entry.get("event") == "turn.complete" and entry.get("request_id") == request_id
-    ]
-    assert turn, "the turn is logged with its request id"
-    assert turn[0]["model"] == "smollm2-135m" and turn[0]["tier"] == "local"
-    assert turn[0]["tenant"] == "acme"
-    assert turn[0]["conversation_id"] == response.json()["mvm"]["conversation_id"]
-    assert "latency_ms" in turn[0]
+    assert logged[0]["completion_tokens"] > 0
 
 
 def test_cache_hit_and_bypass(api: httpx.Client) -> None:

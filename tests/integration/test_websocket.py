@@ -61,6 +61,15 @@ def test_token_frames_then_done(sqlite_server: Server, client_key: str) -> None:
         headers={"Authorization": f"Bearer {client_key}"},
     ).json()
     assert [m["role"] for m in detail["messages"]] == ["user", "assistant"] * 2
+    # a WebSocket has no request line per turn: each turn gets a line of its own
+    turns = [
+        json.loads(line)
+        for line in sqlite_server.log.read_text().splitlines()
+        if line.startswith("{") and conversation_id in line
+    ]
+    turns = [t for t in turns if t.get("event") == "turn.complete"]
+    assert len(turns) == 2
+    assert all(t["model"] == "smollm2-135m" and t["completion_tokens"] > 0 for t in turns)
 
 
 def test_bad_frames_get_error_frames_and_socket_stays_usable(
