@@ -7,7 +7,7 @@ import re
 import sys
 import time
 from collections.abc import MutableMapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 import msgspec
@@ -70,29 +70,51 @@ class _Timestamp:
         return event
 
 
-_REQUEST_LINE: ContextVar[dict[str, Any] | None] = ContextVar("mvm_chat_request_line", default=None)
-"""The fields :func:`report` added for the line of this context's HTTP request. A dict shared
-by reference, so that what a task the request spawned reports (a streamed reply runs in one)
-reaches the line too, where a context variable's own changes would stay in that task."""
+class RequestLine:
+    """The fields of one HTTP request's log line, gathered while the request runs.
+
+    Shared by reference through a context variable, so that what a task the request started
+    reports (a streamed reply runs in one) reaches the line too, where a context variable's own
+    changes would stay in that task. Once the line is written it is closed: a late report
+    becomes a line of its own rather than vanishing."""
+
+    __slots__ = ("fields", "open", "token")
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Any] = {}
+        self.open = True
+        self.token: Token[RequestLine | None] | None = None
 
 
-def start_request_line(**fields: Any) -> dict[str, Any]:
-    """Start an HTTP request's log context with ``fields`` bound; returns the fields that
-    :func:`report` adds meanwhile, for the one line the request middleware writes at its end."""
+_REQUEST_LINE: ContextVar[RequestLine | None] = ContextVar("mvm_chat_request_line", default=None)
+
+
+def start_request_line(**bound: Any) -> RequestLine:
+    """Start an HTTP request's log context with ``bound`` bound; what :func:`report` adds
+    meanwhile goes on the one line the request middleware writes at its end
+    (:func:`end_request_line`)."""
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(**fields)
-    line: dict[str, Any] = {}
-    _REQUEST_LINE.set(line)
+    structlog.contextvars.bind_contextvars(**bound)
+    line = RequestLine()
+    line.token = _REQUEST_LINE.set(line)
     return line
 
 
+def end_request_line(line: RequestLine) -> dict[str, Any]:
+    """Close ``line`` (in the context that started it) and return its fields, to write."""
+    line.open = False
+    if line.token is not None:
+        _REQUEST_LINE.reset(line.token)
+    return line.fields
+
+
 def report(logger: Any, event: str, **fields: Any) -> None:
-    """Log ``fields`` on the current HTTP request's line when there is one (one line per
+    """Log ``fields`` on the current HTTP request's line while there is one (one line per
     request, not one per step: each line costs the worker's hot path a few percent), else as
     an ``event`` line of their own (a turn over a WebSocket)."""
     line = _REQUEST_LINE.get()
-    if line is not None:
-        line.update(fields)
+    if line is not None and line.open:
+        line.fields.update(fields)
     else:
         logger.info(event, **fields)
 

@@ -10,7 +10,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from mvm_chat.api.errors import problem_for
-from mvm_chat.logging import start_request_line
+from mvm_chat.logging import end_request_line, start_request_line
 from mvm_chat.metrics import Metrics
 from mvm_chat.store.models import new_id
 
@@ -61,11 +61,12 @@ class RequestContextMiddleware:
             self.metrics.series(self.metrics.requests, route, method, str(status)).inc()
             self.metrics.series(self.metrics.latency, route, method).observe(elapsed)
             user = scope.get("user")
-            line.update(
+            fields = end_request_line(line)
+            fields.update(
                 method=method,
                 path=scope.get("path"),
                 status=status,
                 latency_ms=round(elapsed * 1000, 2),
                 tenant=getattr(user, "tenant", None),
             )
-            log.info("request", **line)
+            log.info("request", **fields)

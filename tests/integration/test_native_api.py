@@ -216,8 +216,14 @@ def _request_lines(server: Server, request_id: str) -> list[dict[str, Any]]:
     """The log lines of one request, once its request line is written (after the reply)."""
 
     def lines() -> list[dict[str, Any]]:
-        text = server.log.read_text().splitlines()
-        return [json.loads(x) for x in text if x.startswith("{") and request_id in x]
+        found = []
+        for text in server.log.read_text().splitlines():
+            if text.startswith("{") and request_id in text:
+                try:
+                    found.append(json.loads(text))
+                except json.JSONDecodeError:  # the line being written
+                    continue
+        return found
 
     until(lambda: any(x["event"] == "request" for x in lines()), f"the line of {request_id}")
     return lines()
@@ -229,9 +235,10 @@ def test_request_id_header_and_json_logs(sqlite_server: Server, api: httpx.Clien
         json={"model": "auto", "messages": [{"role": "user", "content": "log me"}]},
     )
     mine = _request_lines(sqlite_server, response.headers["x-request-id"])
-    # one line per request: the turn's summary rides on the request's line
-    assert [entry["event"] for entry in mine] == ["request"]
-    [line] = mine
+    # one line per request: the turn's summary rides on the request's line (routing moves,
+    # when there are any, have lines of their own)
+    assert "turn.complete" not in [entry["event"] for entry in mine]
+    [line] = [entry for entry in mine if entry["event"] == "request"]
     assert line["method"] == "POST" and line["path"] == "/v1/chat/completions"
     assert line["status"] == 200 and line["latency_ms"] > 0
     assert line["model"] == "smollm2-135m" and line["tier"] == "local"
@@ -239,7 +246,7 @@ def test_request_id_header_and_json_logs(sqlite_server: Server, api: httpx.Clien
     assert line["conversation_id"] == response.json()["mvm"]["conversation_id"]
     assert line["completion_tokens"] == response.json()["usage"]["completion_tokens"]
     assert line["cache"] in ("miss", "hit") and line["attempts"] == 1
-    assert 0 <= line["call_latency_ms"] <= line["latency_ms"]
+    assert 0 <= line["call_latency_ms"] <= line["latency_ms"] + 1  # whole ms against 0.01
 
     # a streamed reply's line is written when the stream ends, with the turn on it too
     body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": "log me"}]}
@@ -247,10 +254,9 @@ def test_request_id_header_and_json_logs(sqlite_server: Server, api: httpx.Clien
         request_id = streamed.headers["x-request-id"]
         assert "[DONE]" in "".join(streamed.iter_text())
     logged = _request_lines(sqlite_server, request_id)
-    assert [(x["event"], x["status"], x["model"]) for x in logged] == [
-        ("request", 200, "smollm2-135m")
-    ]
-    assert logged[0]["completion_tokens"] > 0
+    [line] = [x for x in logged if x["event"] == "request"]
+    assert (line["status"], line["model"]) == (200, "smollm2-135m")
+    assert line["completion_tokens"] > 0
 
 
 def test_cache_hit_and_bypass(api: httpx.Client) -> None:
