@@ -33,7 +33,7 @@ from mvm_chat.api.auth import (
 from mvm_chat.api.chat import ConversationController
 from mvm_chat.api.errors import handle_exception
 from mvm_chat.api.handoffs import HandoffController
-from mvm_chat.api.middleware import RequestContextMiddleware
+from mvm_chat.api.middleware import RequestContextMiddleware, request_id_header
 from mvm_chat.api.openai_compat import chat_completions, list_models
 from mvm_chat.api.openapi import document_problems
 from mvm_chat.api.protection import Protection
@@ -165,6 +165,7 @@ def create_app(settings: Settings, plugins: PluginSet | None = None) -> Litestar
             *protection.after_auth(),
         ],
         cors_config=protection.cors,
+        before_send=[request_id_header],
         exception_handlers={Exception: handle_exception},
         openapi_config=OpenAPIConfig(
             title="mvm_chat",

@@ -43,7 +43,6 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers: list[Any] = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
                 took = (time.perf_counter() - started) * 1000
                 headers.append((b"server-timing", b"app;dur=%.3f" % took))
                 message["headers"] = headers
@@ -70,3 +69,16 @@ class RequestContextMiddleware:
                 tenant=getattr(user, "tenant", None),
             )
             log.info("request", **fields)
+
+
+async def request_id_header(message: Message, scope: Scope) -> None:
+    """``X-Request-Id`` on every HTTP response (an app-level ``before_send`` hook): the id of
+    the request's log line, or a new one for a response no route's middleware saw (an unknown
+    path, a method the route lacks)."""
+    if message["type"] != "http.response.start":
+        return
+    state = scope.setdefault("state", {})
+    request_id = state.get("request_id")
+    if request_id is None:
+        request_id = state["request_id"] = new_id()
+    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]

@@ -259,6 +259,23 @@ def test_request_id_header_and_json_logs(sqlite_server: Server, api: httpx.Clien
     assert line["completion_tokens"] > 0
 
 
+def test_every_response_has_a_request_id(sqlite_server: Server, api: httpx.Client) -> None:
+    refused = httpx.get(f"{sqlite_server.url}/v1/conversations", headers=_auth("mvm_wrong"))
+    assert refused.status_code == 401
+    [line] = [
+        x
+        for x in _request_lines(sqlite_server, refused.headers["x-request-id"])
+        if x["event"] == "request"
+    ]
+    assert line["status"] == 401
+    for response in (api.get("/v1/nothing-here"), api.delete("/v1/models")):
+        assert response.status_code in (404, 405)
+        assert len(response.headers["x-request-id"]) == 32
+        assert response.headers.get_list("x-request-id") == [response.headers["x-request-id"]]
+    ok = api.get("/v1/models")
+    assert len(ok.headers.get_list("x-request-id")) == 1
+
+
 def test_cache_hit_and_bypass(api: httpx.Client) -> None:
     body = {"model": "auto", "messages": [{"role": "user", "content": "Cache me please."}]}
     first = api.post("/v1/chat/completions", json=body).json()
