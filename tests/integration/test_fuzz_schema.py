@@ -99,7 +99,7 @@ def test_a_key_of_the_wrong_role_is_refused_with_403(schema: Any, keys: Keys) ->
 
 def test_stateful_runs_along_the_links(schema: Any, keys: Keys) -> None:
     assert len(links(schema)) >= 6, links(schema)
-    outcome = stateful(schema, keys, max_examples=10, steps=6)
+    outcome = stateful(schema, keys, max_examples=30, steps=6)
     # the links were followed: a conversation made in a scenario was read back
     detail = outcome.statuses.get("GET /v1/conversations/{conversation_id}", {})
     assert detail.get(200), outcome.statuses
