@@ -22,7 +22,7 @@ from mvm_chat.api.schemas import (
     NewConversation,
     StoredMessage,
 )
-from mvm_chat.api.turns import JsonReply, answer, begin_turn, event_stream, frames, sse
+from mvm_chat.api.turns import answer, begin_turn, event_stream, frames, json_reply, sse
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.turns import TurnEvent, TurnRequest
 from mvm_chat.errors import NotFound
@@ -158,7 +158,7 @@ class ConversationController(Controller):
         if data.stream:
             return event_stream(request, _sse_frames(events), {})
         result = await answer(events)
-        return JsonReply(
+        return json_reply(
             MessageReply(
                 id=result.message_id,
                 conversation_id=result.conversation_id,

@@ -13,7 +13,7 @@ from litestar.types import ASGIApp
 from mvm_chat.api.auth import principal_of
 from mvm_chat.api.openapi import problems
 from mvm_chat.api.schemas import ChatCompletionRequest, ModelCard, ModelList
-from mvm_chat.api.turns import JsonReply, answer, begin_turn, error_frame, event_stream, sse
+from mvm_chat.api.turns import answer, begin_turn, error_frame, event_stream, json_reply, sse
 from mvm_chat.chat.router import AUTO
 from mvm_chat.chat.services import Services
 from mvm_chat.chat.tenant_tiers import tenant_settings
@@ -144,7 +144,7 @@ async def chat_completions(
         chunks = _chunks(events, f"chatcmpl-{request.state.request_id}", created)
         return event_stream(request, chunks, headers)
     result = await answer(events)
-    return JsonReply(_completion(result, created), headers)
+    return json_reply(_completion(result, created), headers)
 
 
 @get("/v1/models", summary="The models this key may use, OpenAI shape")

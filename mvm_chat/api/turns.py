@@ -10,9 +10,11 @@ from typing import Any
 
 import structlog
 from litestar import Request
+from litestar.enums import MediaType
 from litestar.response import Stream
+from litestar.response.base import ASGIResponse
 from litestar.serialization import encode_json
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp
 
 from mvm_chat.api.errors import problem_for
 from mvm_chat.api.idempotency import claim_for, replay_of, replayed
@@ -89,32 +91,16 @@ async def answer(events: AsyncGenerator[TurnEvent, None]) -> TurnResult:
     return result
 
 
-class JsonReply:
-    """A turn's JSON reply as a bare ASGI app (status 200), for a route annotated ``-> ASGIApp``.
+def json_reply(content: Any, headers: dict[str, str] | None = None) -> ASGIApp:
+    """A turn's JSON reply (status 200) as the ASGI app Litestar makes of a ``Response``, for a
+    route annotated ``-> ASGIApp``.
 
     Litestar passes an ASGI app a handler returns straight through, where a ``Response`` is
     resolved against the route's layers (headers, cookies, type encoders, hooks) on every
     request; that resolution showed in the hot path's profile. So the layers' response
     settings (``response_headers``, ``response_cookies``, ``type_encoders``, ``after_request``)
-    do not apply to the turn routes: the app sets none. The body is encoded as a ``Response``
-    encodes it (``encode_json``), the headers come in the order a ``Response`` sends them."""
-
-    __slots__ = ("body", "headers")
-
-    def __init__(self, content: Any, headers: dict[str, str] | None = None) -> None:
-        self.body = encode_json(content)
-        self.headers = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in (headers or {}).items()
-        ]
-        self.headers += [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(self.body)),
-        ]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+    do not apply to the turn routes: the app sets none."""
+    return ASGIResponse(body=encode_json(content), headers=headers, media_type=MediaType.JSON)
 
 
 def event_stream(

@@ -11,7 +11,7 @@ from litestar.response import Stream
 from litestar.testing import TestClient
 from litestar.types import ASGIApp
 
-from mvm_chat.api.turns import JsonReply, event_stream
+from mvm_chat.api.turns import event_stream, json_reply
 
 CONTENT = {
     "id": "chatcmpl-1",
@@ -35,7 +35,7 @@ async def as_response() -> Response[Any]:
 
 @post("/reply", status_code=200)
 async def as_reply() -> ASGIApp:
-    return JsonReply(CONTENT, HEADERS)
+    return json_reply(CONTENT, HEADERS)
 
 
 @post("/stream", status_code=200)
