@@ -7,7 +7,7 @@ import re
 import sys
 import time
 from collections.abc import MutableMapping
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
@@ -76,14 +76,13 @@ class RequestLine:
     Shared by reference through a context variable, so that what a task the request started
     reports (a streamed reply runs in one) reaches the line too, where a context variable's own
     changes would stay in that task. Once the line is written it is closed: a late report
-    becomes a line of its own rather than vanishing."""
+    (from a task that outlived the request) becomes a line of its own rather than vanishing."""
 
-    __slots__ = ("fields", "open", "token")
+    __slots__ = ("fields", "open")
 
     def __init__(self) -> None:
         self.fields: dict[str, Any] = {}
         self.open = True
-        self.token: Token[RequestLine | None] | None = None
 
 
 _REQUEST_LINE: ContextVar[RequestLine | None] = ContextVar("mvm_chat_request_line", default=None)
@@ -96,15 +95,13 @@ def start_request_line(**bound: Any) -> RequestLine:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(**bound)
     line = RequestLine()
-    line.token = _REQUEST_LINE.set(line)
+    _REQUEST_LINE.set(line)
     return line
 
 
 def end_request_line(line: RequestLine) -> dict[str, Any]:
-    """Close ``line`` (in the context that started it) and return its fields, to write."""
+    """Close ``line`` and return its fields, to write."""
     line.open = False
-    if line.token is not None:
-        _REQUEST_LINE.reset(line.token)
     return line.fields
 
 
