@@ -3,6 +3,7 @@ databases and documents (``test_kb_ingest.py``, ``test_kb_search.py``)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -65,18 +66,33 @@ def seen(standin: str, path: str) -> list[dict[str, Any]]:
     return [r["body"] for r in requests if r["path"] == path]
 
 
-def standin_model(standin: str, name: str, tier: str, max_tokens: int = 8) -> str:
-    """A ``[[models]]`` table: an ``sglang`` model served by the stand-in, metrics off."""
-    return f"""
+def standin_model(
+    standin: str,
+    name: str,
+    tier: str,
+    max_tokens: int | None = 8,
+    metrics_interval_s: float = 0,
+    **extra: str | int,
+) -> str:
+    """A ``[[models]]`` table: an ``sglang`` model served by the stand-in (metrics off unless
+    ``metrics_interval_s``; ``max_tokens`` None for the default), with ``extra`` settings."""
+    settings: dict[str, str | int | float] = {"metrics_interval_s": metrics_interval_s}
+    if max_tokens is not None:
+        settings["max_tokens"] = max_tokens
+    settings.update(extra)
+    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    return (
+        f"""
 [[models]]
 name = "{name}"
 tier = "{tier}"
 engine = "sglang"
 base_url = "{standin}"
 upstream_model = "{SERVED}"
-metrics_interval_s = 0
-max_tokens = {max_tokens}
 """
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 # -- the knowledge base ------------------------------------------------------------------------

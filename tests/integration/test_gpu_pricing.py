@@ -10,25 +10,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import SERVED
+from tests.integration.conftest import standin_model
 from tests.support import Server, until
 
 
 def _config(standin: str) -> str:
+    gpu = standin_model(standin, "gpu-smol", "gpu", None, 0.05, gpu_hour_usd="3600", gpus=2)
     return f"""
 [[tiers]]
 name = "gpu"
-
-[[models]]
-name = "gpu-smol"
-tier = "gpu"
-engine = "sglang"
-base_url = "{standin}"
-upstream_model = "{SERVED}"
-gpu_hour_usd = "3600"
-gpus = 2
-metrics_interval_s = 0.05
-
+{gpu}
 [routing]
 default_tier = "gpu"
 """

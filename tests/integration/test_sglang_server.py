@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.conftest import SERVED, seen
+from tests.integration.conftest import SERVED, seen, standin_model
 from tests.support import MODEL_TOML, Server
 
 GENEROUS_S = 30.0
@@ -20,22 +20,10 @@ GENEROUS_S = 30.0
 def test_a_server_answers_with_the_gpu_tier(
     standin: str, script: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    config = (
-        MODEL_TOML
-        + f"""
-[[tiers]]
-name = "gpu"
-
-[[models]]
-name = "gpu-smol"
-tier = "gpu"
-engine = "sglang"
-base_url = "{standin}"
-upstream_model = "{SERVED}"
-gpu_hour_usd = "2.50"
-metrics_interval_s = 1.0
-"""
+    gpu = standin_model(
+        standin, "gpu-smol", "gpu", max_tokens=None, metrics_interval_s=1.0, gpu_hour_usd="2.50"
     )
+    config = MODEL_TOML + '\n[[tiers]]\nname = "gpu"\n' + gpu
     server = Server(tmp_path_factory.mktemp("sglang-tier"), config).start()
     try:
         sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=server.key("acme"), max_retries=0)
@@ -78,25 +66,8 @@ def test_sglang_queue_depth_bursts_auto_routing_one_tier_up(
 name = "gpu"
 [[tiers]]
 name = "moe"
-
-[[models]]
-name = "gpu-smol"
-tier = "gpu"
-engine = "sglang"
-base_url = "{standin}"
-upstream_model = "{SERVED}"
-max_queue = 4
-metrics_interval_s = 0.2
-
-[[models]]
-name = "moe-smol"
-tier = "moe"
-engine = "sglang"
-base_url = "{standin}"
-upstream_model = "{SERVED}"
-max_queue = 1000
-metrics_interval_s = 0.2
-
+{standin_model(standin, "gpu-smol", "gpu", None, 0.2, max_queue=4)}
+{standin_model(standin, "moe-smol", "moe", None, 0.2, max_queue=1000)}
 [routing]
 default_tier = "gpu"
 """
